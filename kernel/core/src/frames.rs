@@ -1,0 +1,237 @@
+//! The boot-time physical frame allocator.
+//!
+//! Hands out 4 KiB frames from the free RAM ranges left after the kernel image, the DTB
+//! and the boot payload are carved out. Allocation bumps through the ranges; freed frames
+//! go on a fixed-capacity stack and are reused first. (The capability kernel replaces this
+//! with Untyped memory; until then it is what backs the first tasks.)
+//!
+//! Invariant: a frame is never handed out twice without being freed in between, and no
+//! frame overlaps a reserved range.
+
+use crate::addr::{PhysAddr, PhysRange, PAGE_SIZE};
+
+/// Most RAM ranges tracked.
+pub const MAX_RANGES: usize = 16;
+/// Most freed frames remembered for reuse.
+pub const FREE_STACK: usize = 1024;
+
+/// Why a range could not be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Too many ranges.
+    Full,
+    /// Freed an address that was not allocated from here (unaligned or outside).
+    NotOurs,
+}
+
+/// A bump allocator over RAM ranges with a reuse stack.
+#[derive(Debug)]
+pub struct FrameAllocator {
+    ranges: heapless::Vec<PhysRange, MAX_RANGES>,
+    /// Index of the range being bumped through, and the next free address in it.
+    cur: usize,
+    next: u64,
+    freed: heapless::Vec<PhysAddr, FREE_STACK>,
+    allocated: u64,
+}
+
+impl Default for FrameAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameAllocator {
+    /// An allocator with no memory.
+    pub const fn new() -> Self {
+        FrameAllocator {
+            ranges: heapless::Vec::new(),
+            cur: 0,
+            next: 0,
+            freed: heapless::Vec::new(),
+            allocated: 0,
+        }
+    }
+
+    /// Builds the free ranges: `ram` minus every `reserved` range, page aligned.
+    pub fn from_ram(ram: &[PhysRange], reserved: &[PhysRange]) -> Self {
+        let mut a = FrameAllocator::new();
+        for r in ram {
+            a.add_minus(*r, reserved);
+        }
+        a.cur = 0;
+        a.next = a.ranges.first().map_or(0, |r| r.start.0);
+        a
+    }
+
+    fn add_minus(&mut self, r: PhysRange, reserved: &[PhysRange]) {
+        // Cut `r` at the first reserved range that overlaps it and recurse on the rest.
+        for res in reserved {
+            if r.overlaps(res) {
+                if r.start < res.start {
+                    self.add_minus(PhysRange { start: r.start, end: res.start }, reserved);
+                }
+                if res.end < r.end {
+                    self.add_minus(PhysRange { start: res.end, end: r.end }, reserved);
+                }
+                return;
+            }
+        }
+        let (Some(start), end) = (r.start.align_up(PAGE_SIZE), r.end.align_down(PAGE_SIZE))
+        else {
+            return;
+        };
+        if start < end {
+            let _ = self.ranges.push(PhysRange { start, end });
+        }
+    }
+
+    /// The free ranges.
+    pub fn ranges(&self) -> &[PhysRange] {
+        &self.ranges
+    }
+
+    /// Frames handed out and not freed.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    /// Frames still available.
+    pub fn available(&self) -> u64 {
+        let mut n = self.freed.len() as u64;
+        for (i, r) in self.ranges.iter().enumerate().skip(self.cur) {
+            let from = if i == self.cur { self.next } else { r.start.0 };
+            n += (r.end.0 - from) / PAGE_SIZE;
+        }
+        n
+    }
+
+    /// One frame, or `None` when memory is exhausted.
+    pub fn alloc(&mut self) -> Option<PhysAddr> {
+        if let Some(f) = self.freed.pop() {
+            self.allocated += 1;
+            return Some(f);
+        }
+        while let Some(r) = self.ranges.get(self.cur) {
+            if self.next + PAGE_SIZE <= r.end.0 {
+                let f = PhysAddr(self.next);
+                self.next += PAGE_SIZE;
+                self.allocated += 1;
+                return Some(f);
+            }
+            self.cur += 1;
+            self.next = self.ranges.get(self.cur).map_or(0, |r| r.start.0);
+        }
+        None
+    }
+
+    /// `pages` contiguous frames whose first is aligned to `align` (a power of two, at
+    /// least a page), taken from the bump region; frames skipped for alignment go to the
+    /// reuse stack.
+    pub fn alloc_aligned(&mut self, pages: u64, align: u64) -> Option<PhysAddr> {
+        while let Some(r) = self.ranges.get(self.cur).copied() {
+            let start = PhysAddr(self.next).align_up(align)?;
+            let end = start.0.checked_add(pages * PAGE_SIZE)?;
+            if end <= r.end.0 {
+                while self.next < start.0 {
+                    let skipped = PhysAddr(self.next);
+                    self.next += PAGE_SIZE;
+                    self.allocated += 1;
+                    // Cannot fail: the frame is ours and was counted as allocated.
+                    let _ = self.free(skipped);
+                }
+                self.next = end;
+                self.allocated += pages;
+                return Some(start);
+            }
+            self.cur += 1;
+            self.next = self.ranges.get(self.cur).map_or(0, |r| r.start.0);
+        }
+        None
+    }
+
+    /// Gives a frame back. Frames beyond the reuse stack's capacity are leaked (counted).
+    pub fn free(&mut self, f: PhysAddr) -> Result<(), FrameError> {
+        if !f.is_aligned(PAGE_SIZE) || !self.ranges.iter().any(|r| r.contains(f)) {
+            return Err(FrameError::NotOurs);
+        }
+        self.allocated -= 1;
+        let _ = self.freed.push(f);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn r(s: u64, e: u64) -> PhysRange {
+        PhysRange { start: PhysAddr(s), end: PhysAddr(e) }
+    }
+
+    #[test]
+    fn carves_reserved_ranges() {
+        let a = FrameAllocator::from_ram(
+            &[r(0x4000_0000, 0x4010_0000)],
+            &[r(0x4000_0000, 0x4000_2000), r(0x4000_8800, 0x4000_9000)],
+        );
+        assert_eq!(a.ranges(), &[r(0x4000_2000, 0x4000_8000), r(0x4000_9000, 0x4010_0000)]);
+    }
+
+    #[test]
+    fn exhausts_and_reuses() {
+        let mut a = FrameAllocator::from_ram(&[r(0x1000, 0x3000), r(0x8000, 0x9000)], &[]);
+        assert_eq!(a.available(), 3);
+        let f: Vec<_> = (0..3).map(|_| a.alloc().unwrap()).collect();
+        assert_eq!(f, vec![PhysAddr(0x1000), PhysAddr(0x2000), PhysAddr(0x8000)]);
+        assert_eq!(a.alloc(), None);
+        a.free(f[1]).unwrap();
+        assert_eq!(a.free(PhysAddr(0x5000)), Err(FrameError::NotOurs));
+        assert_eq!(a.free(PhysAddr(0x1001)), Err(FrameError::NotOurs));
+        assert_eq!(a.alloc(), Some(f[1]));
+        assert_eq!(a.allocated(), 3);
+    }
+
+    #[test]
+    fn aligned_runs() {
+        let mut a = FrameAllocator::from_ram(&[r(0x1000, 0x10000)], &[]);
+        let root = a.alloc_aligned(2, 0x2000).unwrap();
+        assert_eq!(root, PhysAddr(0x2000));
+        assert_eq!(a.allocated(), 2);
+        // The skipped frame at 0x1000 is reused first.
+        assert_eq!(a.alloc(), Some(PhysAddr(0x1000)));
+        assert_eq!(a.alloc(), Some(PhysAddr(0x4000)));
+        assert_eq!(a.alloc_aligned(16, 0x1000), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_hands_out_reserved_or_twice(
+            ops in proptest::collection::vec(any::<bool>(), 1..300),
+            res_start in 0u64..64, res_len in 0u64..16,
+        ) {
+            let ram = [r(0, 64 * PAGE_SIZE), r(100 * PAGE_SIZE, 110 * PAGE_SIZE)];
+            let reserved = r(res_start * PAGE_SIZE + 123, (res_start + res_len) * PAGE_SIZE + 123);
+            let mut a = FrameAllocator::from_ram(&ram, &[reserved]);
+            let mut live: Vec<PhysAddr> = Vec::new();
+            let mut seen = HashSet::new();
+            for alloc in ops {
+                if alloc || live.is_empty() {
+                    if let Some(f) = a.alloc() {
+                        prop_assert!(f.is_aligned(PAGE_SIZE));
+                        prop_assert!(!r(f.0, f.0 + PAGE_SIZE).overlaps(&reserved) || res_len == 0);
+                        prop_assert!(!live.contains(&f));
+                        live.push(f);
+                        seen.insert(f);
+                    }
+                } else {
+                    let f = live.swap_remove(0);
+                    a.free(f).unwrap();
+                }
+                prop_assert_eq!(a.allocated(), live.len() as u64);
+            }
+        }
+    }
+}

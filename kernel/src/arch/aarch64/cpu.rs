@@ -1,0 +1,139 @@
+//! Per-core state and the saved register context of a lower level.
+//!
+//! Layout contract with `entry.S`: `PerCpu` word 0 is the pointer to the running task's
+//! `UserContext`, word 1 the top of this core's stack; `UserContext` holds x0..x30 at
+//! 0..248, SP_EL0 at 248, ELR_EL2 at 256, SPSR_EL2 at 264. The assertions below pin it.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use static_assertions::const_assert_eq;
+
+use super::regs::{sysreg_read, sysreg_write};
+
+/// Cores the kernel has stacks and records for (must match `link.x` and `entry.S`).
+pub const MAX_CPUS: usize = 8;
+/// Bytes of kernel stack per core (must match `link.x` and `entry.S`).
+pub const STACK_SIZE: u64 = 0x8000;
+
+const_assert_eq!(MAX_CPUS, <crate::ThisBoard as kcore::board::Board>::MAX_CPUS);
+
+/// A lower level's general-purpose register state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UserContext {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// SP_EL0.
+    pub sp: u64,
+    /// Where execution resumes (ELR_EL2).
+    pub elr: u64,
+    /// Saved PSTATE (SPSR_EL2).
+    pub spsr: u64,
+}
+
+const_assert_eq!(core::mem::offset_of!(UserContext, sp), 248);
+const_assert_eq!(core::mem::offset_of!(UserContext, elr), 256);
+const_assert_eq!(core::mem::offset_of!(UserContext, spsr), 264);
+const_assert_eq!(core::mem::size_of::<UserContext>(), 272);
+
+/// One core's record. Only its own core writes the context pointer and stack top.
+#[repr(C)]
+pub struct PerCpu {
+    /// The running task's context (entry.S saves lower-level registers here).
+    pub ctx: UnsafeCell<*mut UserContext>,
+    /// Top of this core's kernel stack.
+    pub stack_top: u64,
+    /// Logical index (0 = boot core).
+    pub index: usize,
+    /// MPIDR affinity of this core.
+    pub mpidr: AtomicU64,
+    /// Timer ticks seen.
+    pub ticks: AtomicU64,
+    /// SGIs received.
+    pub sgis: AtomicU32,
+    /// Saved DAIF while this core holds the log lock.
+    pub log_daif: AtomicU64,
+}
+
+const_assert_eq!(core::mem::offset_of!(PerCpu, ctx), 0);
+const_assert_eq!(core::mem::offset_of!(PerCpu, stack_top), 8);
+
+// SAFETY: `ctx` is only read and written by the core that owns the record (entry.S via
+// TPIDR_EL2 and `set_context` below); every other field is atomic or immutable.
+unsafe impl Sync for PerCpu {}
+
+extern "C" {
+    static __stacks_end: u8;
+}
+
+const fn percpu(index: usize) -> PerCpu {
+    PerCpu {
+        ctx: UnsafeCell::new(core::ptr::null_mut()),
+        stack_top: 0,
+        index,
+        mpidr: AtomicU64::new(0),
+        ticks: AtomicU64::new(0),
+        sgis: AtomicU32::new(0),
+        log_daif: AtomicU64::new(0),
+    }
+}
+
+struct PerCpuArray(UnsafeCell<[PerCpu; MAX_CPUS]>);
+// SAFETY: each element is written (stack_top) only by its own core before TPIDR_EL2
+// points at it; afterwards the record is shared through its Sync fields only.
+unsafe impl Sync for PerCpuArray {}
+
+static PERCPU: PerCpuArray = PerCpuArray(UnsafeCell::new([
+    percpu(0),
+    percpu(1),
+    percpu(2),
+    percpu(3),
+    percpu(4),
+    percpu(5),
+    percpu(6),
+    percpu(7),
+]));
+
+/// Cores that finished bring-up.
+pub static ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets up this core's record and points TPIDR_EL2 at it. Called once per core, first
+/// thing on entry.
+pub fn init_this(index: usize) {
+    assert!(index < MAX_CPUS);
+    let end = core::ptr::addr_of!(__stacks_end) as u64;
+    // SAFETY: element `index` is written only here, by core `index` itself, before any
+    // other code can reach it through TPIDR_EL2; other cores only touch their own.
+    let rec = unsafe { &mut (*PERCPU.0.get())[index] };
+    rec.stack_top = end - index as u64 * STACK_SIZE;
+    rec.mpidr.store(sysreg_read!("mpidr_el1") & 0xff_00ff_ffff, Ordering::Relaxed);
+    sysreg_write!("tpidr_el2", rec as *mut PerCpu as u64);
+}
+
+/// This core's record.
+pub fn this() -> &'static PerCpu {
+    let p = sysreg_read!("tpidr_el2") as *const PerCpu;
+    if p.is_null() {
+        return get(0);
+    }
+    // SAFETY: TPIDR_EL2 is set only by `init_this` to an element of PERCPU.
+    unsafe { &*p }
+}
+
+/// The record of core `index`.
+pub fn get(index: usize) -> &'static PerCpu {
+    // SAFETY: shared access to an element; fields mutated after init are atomic.
+    unsafe { &(*PERCPU.0.get())[index] }
+}
+
+/// This core's logical index (0 before `init_this`).
+pub fn index() -> usize {
+    this().index
+}
+
+/// Makes `ctx` the context that lower-level exceptions on this core save into.
+pub fn set_context(ctx: *mut UserContext) {
+    // SAFETY: only this core touches its own `ctx` cell, and never concurrently with
+    // itself (the kernel is not re-entered while it runs with IRQs masked).
+    unsafe { *this().ctx.get() = ctx };
+}

@@ -1,0 +1,263 @@
+//! Boot tasks: native EL0 tasks from the boot payload, each in its own stage-2 space.
+//!
+//! This is the minimal task support of the bring-up (one task at a time on the boot
+//! core, run in payload order); the capability kernel replaces it with TCBs, CNodes and
+//! VSpace objects. A task runs at EL0 with stage-1 translation off (HCR_EL2.TGE | DC), so
+//! its addresses are IPAs translated by its stage-2 table; it gets a VMID of its own.
+//! Anything it does wrong ends it with a decoded report and the kernel moves on.
+
+use kcore::addr::{Ipa, PhysAddr, PAGE_SIZE};
+use kcore::bootimage::{Payload, Task as BootTask};
+use kcore::elf::{Elf, ElfError, PF_W, PF_X};
+use kcore::stage2::{self, MapError, MemType, Perms};
+
+use crate::arch::cpu::{self, UserContext};
+use crate::arch::regs::{isb, sysreg_write, tlbi_vmid_all_cores};
+use crate::mem::{self, IdentityMem};
+use crate::sync::SpinLock;
+
+/// Top of every task's stack (IPA).
+pub const STACK_TOP: u64 = 0x1_0000_0000;
+/// Stack pages per task.
+pub const STACK_PAGES: u64 = 8;
+/// HCR_EL2 while a native task runs: VM | SWIO | FMO | IMO | AMO | TSC | TGE | TVM | TTLB
+/// | TACR | RW | DC (the value seL4 uses for native threads, see ../shared facts; no
+/// TWI/TWE so a task's WFI simply waits).
+pub const HCR_NATIVE: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 19)
+    | (1 << 27)
+    | (1 << 26)
+    | (1 << 25)
+    | (1 << 21)
+    | (1 << 31)
+    | (1 << 12);
+
+/// Why a task could not be loaded.
+#[derive(Clone, Copy, Debug, defmt::Format)]
+pub enum LoadError {
+    /// The ELF image was refused.
+    Elf(ElfError),
+    /// A segment could not be mapped.
+    Map(MapError),
+    /// Out of memory.
+    NoMemory,
+}
+
+/// A loaded boot task.
+pub struct Task {
+    /// Name from the payload.
+    pub name: &'static str,
+    /// Payload slot (its log tag).
+    pub slot: usize,
+    /// Saved registers.
+    pub ctx: UserContext,
+    /// Stage-2 root (8 KiB).
+    pub root: PhysAddr,
+    /// VMID of its stage-2.
+    pub vmid: u16,
+    /// Whether its first syscall was seen (logged once).
+    pub seen_syscall: bool,
+}
+
+impl Task {
+    /// VTTBR_EL2 value for this task.
+    pub fn vttbr(&self) -> u64 {
+        ((self.vmid as u64) << 48) | self.root.0
+    }
+}
+
+fn map(root: PhysAddr, ipa: u64, pa: PhysAddr, perms: Perms) -> Result<(), MapError> {
+    stage2::map_page(
+        &IdentityMem,
+        root,
+        Ipa(ipa),
+        pa,
+        perms,
+        MemType::Normal,
+        &mut mem::alloc_zeroed,
+        &mut mem::free,
+    )
+}
+
+fn load(t: &BootTask<'static>) -> Result<Task, LoadError> {
+    let elf = Elf::parse(t.elf).map_err(LoadError::Elf)?;
+    let root = mem::alloc_zeroed_aligned(2, stage2::ROOT_SIZE).ok_or(LoadError::NoMemory)?;
+    let task = Task {
+        name: t.name,
+        slot: t.slot,
+        ctx: UserContext::default(),
+        root,
+        vmid: t.slot as u16 + 1,
+        seen_syscall: false,
+    };
+    // From here on, `destroy` releases whatever was mapped if loading fails.
+    match populate(&task, &elf) {
+        Ok(()) => {}
+        Err(e) => {
+            destroy(&task);
+            return Err(e);
+        }
+    }
+    let mut task = task;
+    task.ctx.x[0] = t.arg;
+    task.ctx.elr = elf.entry();
+    task.ctx.sp = STACK_TOP;
+    task.ctx.spsr = 0; // EL0t, interrupts unmasked
+    Ok(task)
+}
+
+fn populate(task: &Task, elf: &Elf<'static>) -> Result<(), LoadError> {
+    for seg in elf.segments() {
+        let perms = Perms { read: true, write: seg.flags & PF_W != 0, exec: seg.flags & PF_X != 0 };
+        let first = seg.vaddr & !(PAGE_SIZE - 1);
+        let end = seg.vaddr + seg.mem_size;
+        let mut page = first;
+        while page < end {
+            let frame = mem::alloc_zeroed().ok_or(LoadError::NoMemory)?;
+            // Copy the part of the file data that falls into this page.
+            let lo = page.max(seg.vaddr);
+            let hi = (page + PAGE_SIZE).min(seg.vaddr + seg.data.len() as u64);
+            if lo < hi {
+                let src = &seg.data[(lo - seg.vaddr) as usize..(hi - seg.vaddr) as usize];
+                mem::write_frame(frame, (lo - page) as usize, src);
+            }
+            if let Err(e) = map(task.root, page, frame, perms) {
+                mem::free(frame);
+                return Err(LoadError::Map(e));
+            }
+            page += PAGE_SIZE;
+        }
+    }
+    for i in 1..=STACK_PAGES {
+        let frame = mem::alloc_zeroed().ok_or(LoadError::NoMemory)?;
+        if let Err(e) = map(task.root, STACK_TOP - i * PAGE_SIZE, frame, Perms::RW) {
+            mem::free(frame);
+            return Err(LoadError::Map(e));
+        }
+    }
+    Ok(())
+}
+
+/// Unmaps and frees everything the task owns and drops its TLB entries everywhere.
+fn destroy(task: &Task) {
+    sysreg_write!("vttbr_el2", task.vttbr());
+    isb();
+    stage2::teardown(&IdentityMem, task.root, &mut mem::free, &mut mem::free);
+    // The task can no longer run anywhere; drop every cached translation of its VMID.
+    tlbi_vmid_all_cores();
+    mem::free(task.root);
+    mem::free(PhysAddr(task.root.0 + PAGE_SIZE));
+}
+
+/// Copies `len` bytes at `addr` in the task's space into `buf`, page by page, through
+/// its stage-2 table. Fails unless every byte is mapped readable.
+pub fn copy_from_task(task: &Task, addr: u64, buf: &mut [u8]) -> bool {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let Some(a) = addr.checked_add(done as u64) else { return false };
+        let Some((pa, perms)) = stage2::translate(&IdentityMem, task.root, Ipa(a)) else {
+            return false;
+        };
+        if !perms.read {
+            return false;
+        }
+        let n = ((PAGE_SIZE - pa.page_offset()) as usize).min(buf.len() - done);
+        mem::read_frame(pa, &mut buf[done..done + n]);
+        done += n;
+    }
+    true
+}
+
+/// What the boot core runs: the payload's tasks, one after the other.
+pub struct Runner {
+    payload: Option<Payload<'static>>,
+    next: usize,
+    /// The task running now.
+    pub current: Option<Task>,
+    /// Tasks that ended by a fault.
+    pub faulted: usize,
+}
+
+/// The runner of the boot core.
+pub static RUNNER: SpinLock<Runner> =
+    SpinLock::new(Runner { payload: None, next: 0, current: None, faulted: 0 });
+
+/// How a task ended.
+pub enum End {
+    /// Exit syscall with this status.
+    Exited(u64),
+    /// Killed by a fault (already reported).
+    Faulted,
+}
+
+impl Runner {
+    /// Installs the payload.
+    pub fn set_payload(&mut self, p: Payload<'static>) {
+        self.payload = Some(p);
+    }
+
+    /// Ends the current task and frees what it had.
+    pub fn end_current(&mut self, how: End) {
+        if let Some(t) = self.current.take() {
+            match how {
+                End::Exited(status) => {
+                    defmt::info!("task {=str} exited with status {=u64}", t.name, status)
+                }
+                End::Faulted => self.faulted += 1,
+            }
+            destroy(&t);
+        }
+    }
+
+    /// Loads the next task that loads; `false` when none is left.
+    pub fn load_next(&mut self) -> bool {
+        let Some(p) = self.payload else { return false };
+        while let Some(bt) = p.task(self.next) {
+            self.next += 1;
+            match load(&bt) {
+                Ok(t) => {
+                    defmt::info!(
+                        "task {=str} started at EL0: entry {=u64:#x}, VMID {=u16}, arg {=u64}",
+                        t.name,
+                        t.ctx.elr,
+                        t.vmid,
+                        bt.arg
+                    );
+                    self.current = Some(t);
+                    return true;
+                }
+                Err(e) => defmt::error!("task {=str} not started: {}", bt.name, e),
+            }
+        }
+        false
+    }
+}
+
+/// Switches this core to the runner's current task and returns to it; if there is none,
+/// shuts the kernel down.
+pub fn run_current(mut runner: crate::sync::Guard<'_, Runner>) -> ! {
+    let Some(t) = runner.current.as_mut() else {
+        let faulted = runner.faulted;
+        drop(runner);
+        defmt::info!(
+            "all boot tasks finished ({=usize} ended by a fault); kernel shutting down",
+            faulted
+        );
+        crate::arch::psci::exit(0)
+    };
+    sysreg_write!("vtcr_el2", stage2::VTCR);
+    sysreg_write!("vttbr_el2", t.vttbr());
+    sysreg_write!("hcr_el2", HCR_NATIVE);
+    isb();
+    let ctx: *mut UserContext = &mut t.ctx;
+    cpu::set_context(ctx);
+    drop(runner);
+    // SAFETY: `ctx` points into the static RUNNER's current task, which only this core
+    // changes, and only from kernel code entered from that task; it stays valid while
+    // the task runs.
+    crate::arch::resume_user(unsafe { &*ctx })
+}

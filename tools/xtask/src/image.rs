@@ -1,0 +1,211 @@
+//! `cargo xtask build`: task binaries, the boot payload, and the kernel that embeds it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::say;
+use crate::setup::{self, KERNEL_TARGET, TASK_TARGET};
+use crate::system::System;
+
+/// Environment variable the kernel's build script reads the payload path from.
+pub const PAYLOAD_ENV: &str = "BULKHEAD_PAYLOAD";
+/// The log level filter when none is given.
+pub const DEFAULT_LOG: &str = "info";
+
+/// Where `build` put things; written next to them as `manifest.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The system description it was built from.
+    pub system: String,
+    /// The board.
+    pub board: String,
+    /// The description's default CPU count, if it gives one.
+    pub smp: Option<u32>,
+    /// `DEFMT_LOG` used for the build.
+    pub log: String,
+    /// The kernel ELF (absolute).
+    pub kernel: PathBuf,
+    /// The packed payload (absolute).
+    pub payload: PathBuf,
+    /// The boot tasks in slot order.
+    pub task: Vec<ManifestTask>,
+}
+
+/// One boot task in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestTask {
+    /// Payload slot; its log tag is `kcore::logwire::task_tag(slot)`.
+    pub slot: usize,
+    /// Name.
+    pub name: String,
+    /// The crate it was built from.
+    pub binary: String,
+    /// Value passed in `x0`.
+    pub arg: u64,
+    /// Its ELF (absolute).
+    pub elf: PathBuf,
+}
+
+/// A built system.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The output directory, `target/bulkhead/<stem>/`.
+    pub out: PathBuf,
+    /// What was built.
+    pub manifest: Manifest,
+}
+
+/// The output directory for a system.
+pub fn out_dir(system: &System) -> PathBuf {
+    setup::repo_root()
+        .join("target")
+        .join("bulkhead")
+        .join(&system.stem)
+}
+
+fn release_artifact(target: &str, name: &str) -> PathBuf {
+    setup::repo_root()
+        .join("target")
+        .join(target)
+        .join("release")
+        .join(name)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Builds the task binaries and packs them into `<out>/payload.bin`; returns its path.
+fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec<ManifestTask>)> {
+    let mut binaries: Vec<&str> = Vec::new();
+    for t in &system.tasks {
+        if !binaries.contains(&t.binary.as_str()) {
+            binaries.push(&t.binary);
+        }
+    }
+    say!(
+        "building task binaries: {} (DEFMT_LOG={log})",
+        binaries.join(", ")
+    );
+    let mut cmd = setup::cargo();
+    cmd.args(["build", "--release", "--target", TASK_TARGET])
+        .env("DEFMT_LOG", log);
+    for b in &binaries {
+        cmd.args(["-p", b]);
+    }
+    setup::run_checked(&mut cmd, "building the task binaries")?;
+
+    let tasks_dir = out.join("tasks");
+    std::fs::create_dir_all(&tasks_dir)
+        .with_context(|| format!("cannot create {}", tasks_dir.display()))?;
+    let mut images = Vec::new();
+    let mut manifest = Vec::new();
+    for (slot, t) in system.tasks.iter().enumerate() {
+        let built = release_artifact(TASK_TARGET, &t.binary);
+        let elf_path = tasks_dir.join(format!("{}.elf", t.name));
+        copy(&built, &elf_path).with_context(|| {
+            format!(
+                "task `{}`: binary `{}` was not produced by cargo \
+                 (does package `{0}` have a binary target of that name?)",
+                t.name, t.binary
+            )
+        })?;
+        let bytes = std::fs::read(&elf_path)
+            .with_context(|| format!("cannot read {}", elf_path.display()))?;
+        images.push(bytes);
+        manifest.push(ManifestTask {
+            slot,
+            name: t.name.clone(),
+            binary: t.binary.clone(),
+            arg: t.arg,
+            elf: elf_path,
+        });
+    }
+    let entries: Vec<(&str, &[u8], u64)> = system
+        .tasks
+        .iter()
+        .zip(&images)
+        .map(|(t, elf)| (t.name.as_str(), elf.as_slice(), t.arg))
+        .collect();
+    let mut buf = vec![0u8; kcore::bootimage::built_size(&entries)];
+    let len = kcore::bootimage::build(&entries, &mut buf)
+        .map_err(|e| anyhow!("packing the boot payload failed: {e:?}"))?;
+    buf.truncate(len);
+    let payload = out.join("payload.bin");
+    std::fs::write(&payload, &buf)
+        .with_context(|| format!("cannot write {}", payload.display()))?;
+    Ok((payload, manifest))
+}
+
+/// Builds the kernel with `payload` embedded; returns the copied ELF's path.
+fn build_kernel(board: &str, payload: &Path, out: &Path, log: &str) -> Result<PathBuf> {
+    say!(
+        "building the kernel for board {board} ({PAYLOAD_ENV}={})",
+        payload.display()
+    );
+    let feature = format!("board-{board}");
+    setup::run_checked(
+        setup::cargo()
+            .args([
+                "build",
+                "--release",
+                "--target",
+                KERNEL_TARGET,
+                "-p",
+                "kernel",
+            ])
+            .args(["--no-default-features", "--features", &feature])
+            .env(PAYLOAD_ENV, payload)
+            .env("DEFMT_LOG", log),
+        "building the kernel",
+    )?;
+    let kernel = out.join("kernel.elf");
+    copy(&release_artifact(KERNEL_TARGET, "kernel"), &kernel)?;
+    Ok(kernel)
+}
+
+/// Builds only the payload of `system` (for `lint`, which needs one for the kernel).
+pub fn payload_only(system: &System, log: &str) -> Result<PathBuf> {
+    let out = out_dir(system);
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    Ok(build_payload(system, &out, log)?.0)
+}
+
+/// Builds everything for `system` and writes the manifest.
+pub fn build(system: &System, log: &str) -> Result<Built> {
+    let out = out_dir(system);
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (payload, task) = build_payload(system, &out, log)?;
+    let kernel = build_kernel(&system.board, &payload, &out, log)?;
+    let manifest = Manifest {
+        system: system.path.display().to_string(),
+        board: system.board.clone(),
+        smp: system.smp,
+        log: log.to_string(),
+        kernel,
+        payload,
+        task,
+    };
+    let text = toml::to_string_pretty(&manifest).context("cannot serialize the manifest")?;
+    let manifest_path = out.join("manifest.toml");
+    std::fs::write(&manifest_path, text)
+        .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+    say!("built {} into {}", system.path.display(), out.display());
+    say!("  kernel   {}", manifest.kernel.display());
+    for t in &manifest.task {
+        say!(
+            "  slot {:>2}  {:<16} {} (arg {})",
+            t.slot,
+            t.name,
+            t.elf.display(),
+            t.arg
+        );
+    }
+    Ok(Built { out, manifest })
+}

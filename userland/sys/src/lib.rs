@@ -1,0 +1,126 @@
+//! Bulkhead's system-call ABI, the one definition both the kernel and userland compile.
+//!
+//! A task enters the kernel with `svc #0`, the syscall number in `x7` and arguments in
+//! `x0..x5`. The kernel answers in `x0` (an [`Error`] code, or 0 for success) and leaves
+//! every other general-purpose register as it was. `docs/abi.md` is the reference.
+#![no_std]
+
+/// System-call numbers (in `x7`).
+#[repr(u64)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    /// `x0` = address, `x1` = length of one encoded defmt frame (see `kcore::logwire`).
+    DebugLog = 1,
+    /// `x0` = exit status. Does not return.
+    Exit = 2,
+}
+
+impl Syscall {
+    /// Decodes a syscall number; unknown numbers are `None`.
+    pub const fn from_raw(n: u64) -> Option<Self> {
+        match n {
+            1 => Some(Syscall::DebugLog),
+            2 => Some(Syscall::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// Error codes returned in `x0` (0 means success).
+#[repr(u64)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The syscall number is unknown.
+    UnknownSyscall = 1,
+    /// A buffer is not mapped readable in the caller's address space.
+    BadAddress = 2,
+    /// A length is zero or too large.
+    BadLength = 3,
+    /// The argument is malformed (e.g. a log frame that is not one delimited frame).
+    InvalidArgument = 4,
+}
+
+impl Error {
+    /// Decodes a return code; 0 and unknown codes are `None`.
+    pub const fn from_raw(n: u64) -> Option<Self> {
+        match n {
+            1 => Some(Error::UnknownSyscall),
+            2 => Some(Error::BadAddress),
+            3 => Some(Error::BadLength),
+            4 => Some(Error::InvalidArgument),
+            _ => None,
+        }
+    }
+}
+
+/// What a boot task does, passed in its `x0` by the kernel from the boot payload.
+///
+/// The system description names a mode; the tools turn the name into its number.
+pub mod task_mode {
+    /// Log a greeting and exit with status 0.
+    pub const HELLO: u64 = 0;
+    /// Read an address outside the task's memory (a stage-2 translation fault).
+    pub const FAULT_READ: u64 = 1;
+    /// Write to the task's own read-only code (a stage-2 permission fault).
+    pub const FAULT_WRITE_CODE: u64 = 2;
+    /// Execute an undefined instruction.
+    pub const FAULT_UNDEF: u64 = 3;
+    /// Hand the kernel bad arguments (bad pointers, lengths, unknown syscalls) and check
+    /// that each returns its documented error; exit 0 if all did.
+    pub const BAD_SYSCALLS: u64 = 4;
+    /// Jump to an address outside the task's memory (an instruction abort).
+    pub const FAULT_EXEC: u64 = 5;
+
+    /// Every mode with its name in system descriptions.
+    pub const ALL: &[(&str, u64)] = &[
+        ("hello", HELLO),
+        ("fault-read", FAULT_READ),
+        ("fault-write-code", FAULT_WRITE_CODE),
+        ("fault-undef", FAULT_UNDEF),
+        ("bad-syscalls", BAD_SYSCALLS),
+        ("fault-exec", FAULT_EXEC),
+    ];
+
+    /// The number for a mode name.
+    pub fn from_name(name: &str) -> Option<u64> {
+        ALL.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod raw;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub use raw::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip() {
+        for s in [Syscall::DebugLog, Syscall::Exit] {
+            assert_eq!(Syscall::from_raw(s as u64), Some(s));
+        }
+        assert_eq!(Syscall::from_raw(0), None);
+        for e in [
+            Error::UnknownSyscall,
+            Error::BadAddress,
+            Error::BadLength,
+            Error::InvalidArgument,
+        ] {
+            assert_eq!(Error::from_raw(e as u64), Some(e));
+        }
+        assert_eq!(Error::from_raw(0), None);
+    }
+
+    #[test]
+    fn mode_names_are_unique() {
+        for (i, (a, va)) in task_mode::ALL.iter().enumerate() {
+            for (b, vb) in &task_mode::ALL[i + 1..] {
+                assert_ne!(a, b);
+                assert_ne!(va, vb);
+            }
+            assert_eq!(task_mode::from_name(a), Some(*va));
+        }
+    }
+}
