@@ -58,7 +58,10 @@ extern "C" fn bh_kernel_entry(dtb: u64, core: usize, el: u64) -> ! {
     // FP/SIMD untrapped at EL0/EL1 (CPACR_EL1.FPEN = 0b11): tasks use it; the kernel
     // itself is built soft-float and never touches those registers.
     sysreg_write!("cpacr_el1", 0b11 << 20);
-    sysreg_write!("vbar_el2", core::ptr::addr_of!(crate::arch::bh_vectors) as u64);
+    sysreg_write!(
+        "vbar_el2",
+        core::ptr::addr_of!(crate::arch::bh_vectors) as u64
+    );
     regs::isb();
     if core == 0 {
         boot_primary(dtb)
@@ -68,14 +71,22 @@ extern "C" fn bh_kernel_entry(dtb: u64, core: usize, el: u64) -> ! {
 }
 
 fn find_dtb(passed: u64) -> Option<dtb::Machine> {
-    let addr = if passed != 0 { passed } else { ThisBoard::DTB_HINT? };
+    let addr = if passed != 0 {
+        passed
+    } else {
+        ThisBoard::DTB_HINT?
+    };
     // SAFETY: the address is the one the loader passed or the board's documented DTB
     // place, inside RAM; we read the 8-byte header to learn the size.
     let header: [u8; 8] = unsafe { mem::firmware_blob(addr, 8) }.try_into().ok()?;
     let size = match dtb::total_size(&header) {
         Ok(s) => s,
         Err(e) => {
-            defmt::warn!("no usable DTB at {=u64:#x} ({}); using board defaults", addr, e);
+            defmt::warn!(
+                "no usable DTB at {=u64:#x} ({}); using board defaults",
+                addr,
+                e
+            );
             return None;
         }
     };
@@ -88,7 +99,11 @@ fn find_dtb(passed: u64) -> Option<dtb::Machine> {
             Some(m)
         }
         Err(e) => {
-            defmt::warn!("DTB at {=u64:#x} is malformed ({}); using board defaults", addr, e);
+            defmt::warn!(
+                "DTB at {=u64:#x} is malformed ({}); using board defaults",
+                addr,
+                e
+            );
             None
         }
     }
@@ -107,48 +122,63 @@ fn boot_primary(dtb_addr: u64) -> ! {
     let mut cpus: heapless::Vec<u64, MAX_CPUS> = heapless::Vec::new();
     let my_mpidr = cpu::this().mpidr.load(Ordering::Relaxed);
     let _ = cpus.push(my_mpidr);
-    match &machine {
-        Some(m) => {
-            ram.extend(m.memory.iter().copied());
-            for &c in m.cpus.iter().filter(|&&c| c != my_mpidr) {
-                if cpus.push(c).is_err() {
-                    defmt::warn!(
-                        "the DTB lists {=usize} CPUs; this kernel supports {=usize}",
-                        m.cpus.len(),
-                        MAX_CPUS
-                    );
-                    break;
-                }
-            }
-            if m.psci_smc == Some(false) {
-                defmt::warn!("the DTB asks for PSCI over HVC; this board uses SMC");
+    if let Some(m) = &machine {
+        ram.extend(m.memory.iter().copied());
+        for &c in m.cpus.iter().filter(|&&c| c != my_mpidr) {
+            if cpus.push(c).is_err() {
+                defmt::warn!(
+                    "the DTB lists {=usize} CPUs; this kernel supports {=usize}",
+                    m.cpus.len(),
+                    MAX_CPUS
+                );
+                break;
             }
         }
-        None => {}
+        if m.psci_smc == Some(false) {
+            defmt::warn!("the DTB asks for PSCI over HVC; this board uses SMC");
+        }
     }
     if ram.is_empty() {
-        let _ = ram.push(PhysRange::new(fallback.base, fallback.size).unwrap_or(PhysRange {
-            start: PhysAddr(fallback.base),
-            end: PhysAddr(fallback.base),
-        }));
+        let _ = ram.push(
+            PhysRange::new(fallback.base, fallback.size).unwrap_or(PhysRange {
+                start: PhysAddr(fallback.base),
+                end: PhysAddr(fallback.base),
+            }),
+        );
     }
     for r in &ram {
-        defmt::info!("RAM {=u64:#x}..{=u64:#x} ({=u64} MiB)", r.start.0, r.end.0, r.size() >> 20);
+        defmt::info!(
+            "RAM {=u64:#x}..{=u64:#x} ({=u64} MiB)",
+            r.start.0,
+            r.end.0,
+            r.size() >> 20
+        );
     }
     mmu::build(&ram);
     mmu::enable();
     defmt::info!("EL2 MMU and caches on (identity map)");
 
-    let (kstart, kend) =
-        (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64);
+    let (kstart, kend) = (
+        core::ptr::addr_of!(__kernel_start) as u64,
+        core::ptr::addr_of!(__kernel_end) as u64,
+    );
     let mut reserved: heapless::Vec<PhysRange, 4> = heapless::Vec::new();
-    let _ = reserved.push(PhysRange { start: PhysAddr(kstart), end: PhysAddr(kend) });
+    let _ = reserved.push(PhysRange {
+        start: PhysAddr(kstart),
+        end: PhysAddr(kend),
+    });
     if let Some(hint) = ThisBoard::DTB_HINT {
         // QEMU places the DTB (up to 2 MiB) at the start of RAM.
-        let _ = reserved.push(PhysRange { start: PhysAddr(hint), end: PhysAddr(hint + (2 << 20)) });
+        let _ = reserved.push(PhysRange {
+            start: PhysAddr(hint),
+            end: PhysAddr(hint + (2 << 20)),
+        });
     }
     if dtb_addr != 0 {
-        let _ = reserved.push(PhysRange { start: PhysAddr(dtb_addr), end: PhysAddr(dtb_addr + (2 << 20)) });
+        let _ = reserved.push(PhysRange {
+            start: PhysAddr(dtb_addr),
+            end: PhysAddr(dtb_addr + (2 << 20)),
+        });
     }
     *mem::FRAMES.lock() = FrameAllocator::from_ram(&ram, &reserved);
     defmt::info!(
@@ -172,7 +202,12 @@ fn boot_primary(dtb_addr: u64) -> ! {
         cpu::get(i).mpidr.store(mpidr, Ordering::Relaxed);
         let entry = crate::arch::bh_secondary_entry as *const () as u64;
         if let Err(e) = psci::cpu_on(mpidr, entry, i as u64) {
-            defmt::error!("PSCI CPU_ON for core {=usize} (MPIDR {=u64:#x}) failed: {=i64}", i, mpidr, e);
+            defmt::error!(
+                "PSCI CPU_ON for core {=usize} (MPIDR {=u64:#x}) failed: {=i64}",
+                i,
+                mpidr,
+                e
+            );
         }
     }
     let online = wait_until(|| cpu::ONLINE.load(Ordering::Acquire) >= n);
@@ -196,10 +231,17 @@ fn boot_primary(dtb_addr: u64) -> ! {
         }
     }
     if answered == up - 1 {
-        defmt::info!("SGIs: core 0 pinged {=usize} cores, every one answered", up - 1);
+        defmt::info!(
+            "SGIs: core 0 pinged {=usize} cores, every one answered",
+            up - 1
+        );
     }
     if wait_until(|| (0..up).all(|i| cpu::get(i).ticks.load(Ordering::Relaxed) >= 3)) {
-        defmt::info!("EL2 timer ticking on all {=usize} cores ({=u64} Hz)", up, timer::HZ);
+        defmt::info!(
+            "EL2 timer ticking on all {=usize} cores ({=u64} Hz)",
+            up,
+            timer::HZ
+        );
     } else {
         defmt::error!("the EL2 timer is not ticking on every core");
     }

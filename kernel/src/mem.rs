@@ -46,7 +46,13 @@ pub fn write_frame(f: PhysAddr, offset: usize, data: &[u8]) {
     assert!(f.is_aligned(PAGE_SIZE) && offset + data.len() <= PAGE_SIZE as usize);
     // SAFETY: the range lies inside the frame (asserted), which the caller owns and which
     // is identity mapped; `data` cannot overlap it (it is kernel image or stack memory).
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (f.0 as usize + offset) as *mut u8, data.len()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            (f.0 as usize + offset) as *mut u8,
+            data.len(),
+        )
+    };
 }
 
 /// Reads bytes of a task's frame (mapped into a stage-2 the kernel built) into `buf`.

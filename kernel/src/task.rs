@@ -70,6 +70,18 @@ impl Task {
     }
 }
 
+/// Tables for boot tasks come straight from the frame allocator.
+struct FrameTables;
+
+impl stage2::TableAlloc for FrameTables {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        mem::alloc_zeroed()
+    }
+    fn free_table(&mut self, table: PhysAddr) {
+        mem::free(table)
+    }
+}
+
 fn map(root: PhysAddr, ipa: u64, pa: PhysAddr, perms: Perms) -> Result<(), MapError> {
     stage2::map_page(
         &IdentityMem,
@@ -78,8 +90,7 @@ fn map(root: PhysAddr, ipa: u64, pa: PhysAddr, perms: Perms) -> Result<(), MapEr
         pa,
         perms,
         MemType::Normal,
-        &mut mem::alloc_zeroed,
-        &mut mem::free,
+        &mut FrameTables,
     )
 }
 
@@ -112,7 +123,11 @@ fn load(t: &BootTask<'static>) -> Result<Task, LoadError> {
 
 fn populate(task: &Task, elf: &Elf<'static>) -> Result<(), LoadError> {
     for seg in elf.segments() {
-        let perms = Perms { read: true, write: seg.flags & PF_W != 0, exec: seg.flags & PF_X != 0 };
+        let perms = Perms {
+            read: true,
+            write: seg.flags & PF_W != 0,
+            exec: seg.flags & PF_X != 0,
+        };
         let first = seg.vaddr & !(PAGE_SIZE - 1);
         let end = seg.vaddr + seg.mem_size;
         let mut page = first;
@@ -158,7 +173,9 @@ fn destroy(task: &Task) {
 pub fn copy_from_task(task: &Task, addr: u64, buf: &mut [u8]) -> bool {
     let mut done = 0usize;
     while done < buf.len() {
-        let Some(a) = addr.checked_add(done as u64) else { return false };
+        let Some(a) = addr.checked_add(done as u64) else {
+            return false;
+        };
         let Some((pa, perms)) = stage2::translate(&IdentityMem, task.root, Ipa(a)) else {
             return false;
         };
@@ -183,8 +200,12 @@ pub struct Runner {
 }
 
 /// The runner of the boot core.
-pub static RUNNER: SpinLock<Runner> =
-    SpinLock::new(Runner { payload: None, next: 0, current: None, faulted: 0 });
+pub static RUNNER: SpinLock<Runner> = SpinLock::new(Runner {
+    payload: None,
+    next: 0,
+    current: None,
+    faulted: 0,
+});
 
 /// How a task ended.
 pub enum End {

@@ -22,6 +22,14 @@ pub const SGI_PONG: u32 = 2;
 /// Pongs the boot core received.
 pub static PONGS: AtomicU32 = AtomicU32::new(0);
 
+fn access(esr: Esr) -> &'static str {
+    match esr.class() {
+        ExceptionClass::InstrAbortLowerEl | ExceptionClass::InstrAbortSameEl => "instruction fetch",
+        _ if esr.is_write() => "write",
+        _ => "read",
+    }
+}
+
 /// The kernel's report of a fault or unexpected exception.
 fn report(who: &str, what: &str, ctx_elr: u64, ctx_spsr: u64) {
     let esr = Esr(sysreg_read!("esr_el2"));
@@ -32,7 +40,7 @@ fn report(who: &str, what: &str, ctx_elr: u64, ctx_spsr: u64) {
         Some(f) => defmt::warn!(
             "{=str} {=str}: {=str} (EC {=u8:#x}, ISS {=u32:#x}): {=str} at level {=u8}, {=str} at FAR {=u64:#x} (IPA {=u64:#x}), ELR {=u64:#x}, SPSR {=u64:#x}, core {=usize}",
             who, what, class.name(), esr.ec(), esr.iss(), f.name(), f.level().unwrap_or(0),
-            if esr.is_write() { "write" } else { "read/fetch" },
+            access(esr),
             far, (hpfar >> 4) << 12 | (far & 0xfff), ctx_elr, ctx_spsr, cpu::index()
         ),
         None => defmt::warn!(
@@ -47,7 +55,11 @@ fn kill_current(ctx: &UserContext, what: &str) -> ! {
     let mut r = RUNNER.lock();
     let name = r.current.as_ref().map_or("?", |t| t.name);
     report("task", name, ctx.elr, ctx.spsr);
-    defmt::warn!("task {=str} killed by a fault ({=str}); the kernel carries on", name, what);
+    defmt::warn!(
+        "task {=str} killed by a fault ({=str}); the kernel carries on",
+        name,
+        what
+    );
     r.end_current(End::Faulted);
     r.load_next();
     task::run_current(r)
@@ -153,13 +165,21 @@ fn handle_irqs() {
             }
             SGI_PING => {
                 me.sgis.fetch_add(1, Ordering::Relaxed);
-                defmt::info!("core {=usize}: SGI {=u32} from core 0, answering", me.index, id);
+                defmt::info!(
+                    "core {=usize}: SGI {=u32} from core 0, answering",
+                    me.index,
+                    id
+                );
                 gic::send_sgi(SGI_PONG, cpu::get(0).mpidr.load(Ordering::Relaxed));
             }
             SGI_PONG => {
                 PONGS.fetch_add(1, Ordering::Relaxed);
             }
-            other => defmt::warn!("core {=usize}: unexpected interrupt {=u32}", me.index, other),
+            other => defmt::warn!(
+                "core {=usize}: unexpected interrupt {=u32}",
+                me.index,
+                other
+            ),
         }
         gic::eoi(id);
     }
@@ -199,13 +219,26 @@ const VECTOR_NAMES: [&str; 16] = [
 #[no_mangle]
 extern "C" fn bh_unexpected(kind: u64, _frame: *mut u64) {
     let name = VECTOR_NAMES.get(kind as usize).copied().unwrap_or("?");
-    defmt::error!("KERNEL EXCEPTION on core {=usize}: unexpected vector ({=str})", cpu::index(), name);
-    report("kernel", "exception", sysreg_read!("elr_el2"), sysreg_read!("spsr_el2"));
+    defmt::error!(
+        "KERNEL EXCEPTION on core {=usize}: unexpected vector ({=str})",
+        cpu::index(),
+        name
+    );
+    report(
+        "kernel",
+        "exception",
+        sysreg_read!("elr_el2"),
+        sysreg_read!("spsr_el2"),
+    );
     psci::exit(4)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("KERNEL PANIC on core {=usize}: {}", cpu::index(), defmt::Display2Format(info));
+    defmt::error!(
+        "KERNEL PANIC on core {=usize}: {}",
+        cpu::index(),
+        defmt::Display2Format(info)
+    );
     psci::exit(101)
 }

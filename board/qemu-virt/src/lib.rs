@@ -16,12 +16,25 @@ pub struct QemuVirt;
 impl Board for QemuVirt {
     const NAME: &'static str = "qemu-virt";
     const UART: Uart = Uart::Pl011(0x0900_0000);
-    const GIC: Gic = Gic::V3 { gicd: 0x0800_0000, gicr: 0x080a_0000 };
+    const GIC: Gic = Gic::V3 {
+        gicd: 0x0800_0000,
+        gicr: 0x080a_0000,
+    };
     const PSCI: PsciConduit = PsciConduit::Smc;
-    const TIMER: TimerIrqs = TimerIrqs { hyp_phys: 26, virt: 27, phys: 30 };
-    const RAM_FALLBACK: Region = Region { base: 0x4000_0000, size: 1 << 30 };
+    const TIMER: TimerIrqs = TimerIrqs {
+        hyp_phys: 26,
+        virt: 27,
+        phys: 30,
+    };
+    const RAM_FALLBACK: Region = Region {
+        base: 0x4000_0000,
+        size: 1 << 30,
+    };
     /// Everything below RAM is MMIO on virt (flash, GIC, UART, RTC, virtio, PCIe windows).
-    const DEVICE_RANGES: &'static [Region] = &[Region { base: 0, size: 0x4000_0000 }];
+    const DEVICE_RANGES: &'static [Region] = &[Region {
+        base: 0,
+        size: 0x4000_0000,
+    }];
     const LOAD_ADDR: u64 = layout::LOAD_ADDR;
     const DTB_HINT: Option<u64> = Some(0x4000_0000);
     const MAX_CPUS: usize = 8;

@@ -88,7 +88,10 @@ impl PhysRange {
     /// `[start, start + size)`, or `None` if it wraps.
     pub const fn new(start: u64, size: u64) -> Option<Self> {
         match start.checked_add(size) {
-            Some(end) => Some(PhysRange { start: PhysAddr(start), end: PhysAddr(end) }),
+            Some(end) => Some(PhysRange {
+                start: PhysAddr(start),
+                end: PhysAddr(end),
+            }),
             None => None,
         }
     }

@@ -119,7 +119,9 @@ impl<'a> Payload<'a> {
             core::str::from_utf8(&raw_name[..name_len]).map_err(|_| PayloadError::BadName)?;
         let off = u32_at(self.bytes, e + 16) as usize;
         let size = u32_at(self.bytes, e + 20) as usize;
-        let end = off.checked_add(size).ok_or(PayloadError::ImageOutOfBounds)?;
+        let end = off
+            .checked_add(size)
+            .ok_or(PayloadError::ImageOutOfBounds)?;
         if end > self.bytes.len() {
             return Err(PayloadError::ImageOutOfBounds);
         }
@@ -215,19 +217,28 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(Payload::parse(b"short").unwrap_err(), PayloadError::Truncated);
+        assert_eq!(
+            Payload::parse(b"short").unwrap_err(),
+            PayloadError::Truncated
+        );
         let mut v = make(&[("a", b"1234", 0)]);
         v[0] = b'X';
         assert_eq!(Payload::parse(&v).unwrap_err(), PayloadError::BadMagic);
         let mut v = make(&[("a", b"1234", 0)]);
         v[HEADER_SIZE + 20] = 0xff; // size far past the end
-        assert_eq!(Payload::parse(&v).unwrap_err(), PayloadError::ImageOutOfBounds);
+        assert_eq!(
+            Payload::parse(&v).unwrap_err(),
+            PayloadError::ImageOutOfBounds
+        );
         let mut v = make(&[("a", b"1234", 0)]);
         v[8] = 200;
         assert_eq!(Payload::parse(&v).unwrap_err(), PayloadError::TooManyTasks);
         let long = "x".repeat(17);
         let mut out = vec![0; 256];
-        assert_eq!(build(&[(&long, b"", 0)], &mut out).unwrap_err(), PayloadError::BadName);
+        assert_eq!(
+            build(&[(&long, b"", 0)], &mut out).unwrap_err(),
+            PayloadError::BadName
+        );
     }
 
     proptest::proptest! {

@@ -60,7 +60,9 @@ pub struct Machine {
 }
 
 fn be32(b: &[u8], off: usize) -> Result<u32, DtbError> {
-    let s = b.get(off..off.checked_add(4).ok_or(DtbError::Malformed)?).ok_or(DtbError::Malformed)?;
+    let s = b
+        .get(off..off.checked_add(4).ok_or(DtbError::Malformed)?)
+        .ok_or(DtbError::Malformed)?;
     Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
@@ -104,7 +106,11 @@ enum Kind {
 
 /// Parses a DTB blob.
 pub fn parse(blob: &[u8]) -> Result<Machine, DtbError> {
-    let header: [u8; 8] = blob.get(..8).ok_or(DtbError::BadSize)?.try_into().map_err(|_| DtbError::BadSize)?;
+    let header: [u8; 8] = blob
+        .get(..8)
+        .ok_or(DtbError::BadSize)?
+        .try_into()
+        .map_err(|_| DtbError::BadSize)?;
     let total = total_size(&header)?;
     let blob = blob.get(..total).ok_or(DtbError::BadSize)?;
     let off_struct = be32(blob, 8)? as usize;
@@ -112,10 +118,20 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtbError> {
     let size_strings = be32(blob, 32)? as usize;
     let size_struct = be32(blob, 36)? as usize;
     let structs = blob
-        .get(off_struct..off_struct.checked_add(size_struct).ok_or(DtbError::Malformed)?)
+        .get(
+            off_struct
+                ..off_struct
+                    .checked_add(size_struct)
+                    .ok_or(DtbError::Malformed)?,
+        )
         .ok_or(DtbError::Malformed)?;
     let strings = blob
-        .get(off_strings..off_strings.checked_add(size_strings).ok_or(DtbError::Malformed)?)
+        .get(
+            off_strings
+                ..off_strings
+                    .checked_add(size_strings)
+                    .ok_or(DtbError::Malformed)?,
+        )
         .ok_or(DtbError::Malformed)?;
 
     let mut m = Machine::default();
@@ -127,7 +143,10 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtbError> {
         match token {
             FDT_BEGIN_NODE => {
                 let rest = structs.get(pos..).ok_or(DtbError::Malformed)?;
-                let name_len = rest.iter().position(|&c| c == 0).ok_or(DtbError::Malformed)?;
+                let name_len = rest
+                    .iter()
+                    .position(|&c| c == 0)
+                    .ok_or(DtbError::Malformed)?;
                 let name = &rest[..name_len];
                 pos = (pos + name_len + 1 + 3) & !3;
                 let base = name.split(|&c| c == b'@').next().unwrap_or(name);
@@ -138,7 +157,12 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtbError> {
                     _ => Kind::Other,
                 };
                 // Defaults from the spec: 2 address cells, 1 size cell.
-                let open = Open { kind, addr_cells: 2, size_cells: 1, ..Open::default() };
+                let open = Open {
+                    kind,
+                    addr_cells: 2,
+                    size_cells: 1,
+                    ..Open::default()
+                };
                 stack.push(open).map_err(|_| DtbError::Malformed)?;
             }
             FDT_END_NODE => {
@@ -151,7 +175,9 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtbError> {
                 if node.device_type == b"memory" && stack.len() == 1 {
                     let mut reg = node.reg;
                     while let Some((base, rest)) = cells(reg, ac) {
-                        let Some((size, rest)) = cells(rest, sc) else { break };
+                        let Some((size, rest)) = cells(rest, sc) else {
+                            break;
+                        };
                         reg = rest;
                         if let (true, Some(r)) = (size > 0, PhysRange::new(base, size)) {
                             let _ = m.memory.push(r);
@@ -185,7 +211,11 @@ pub fn parse(blob: &[u8]) -> Result<Machine, DtbError> {
             }
             FDT_NOP => {}
             FDT_END => {
-                return if stack.is_empty() { Ok(m) } else { Err(DtbError::Malformed) };
+                return if stack.is_empty() {
+                    Ok(m)
+                } else {
+                    Err(DtbError::Malformed)
+                };
             }
             _ => return Err(DtbError::Malformed),
         }
@@ -221,7 +251,10 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert_eq!(total_size(&[0; 8]), Err(DtbError::NoMagic));
-        assert_eq!(total_size(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, 4]), Err(DtbError::BadSize));
+        assert_eq!(
+            total_size(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, 4]),
+            Err(DtbError::BadSize)
+        );
         assert!(parse(&[0u8; 64]).is_err());
         let mut truncated = SMP4[..100].to_vec();
         truncated.resize(100, 0);

@@ -122,7 +122,12 @@ impl<'a> Elf<'a> {
         let len = usize::try_from(filesz).map_err(|_| ElfError::OutOfBounds)?;
         let end = start.checked_add(len).ok_or(ElfError::OutOfBounds)?;
         let data = self.image.get(start..end).ok_or(ElfError::OutOfBounds)?;
-        Ok(Some(Segment { vaddr, mem_size: memsz, data, flags }))
+        Ok(Some(Segment {
+            vaddr,
+            mem_size: memsz,
+            data,
+            flags,
+        }))
     }
 
     /// The loadable segments, in file order.
@@ -166,7 +171,13 @@ mod tests {
 
     #[test]
     fn reads_segments() {
-        let img = tiny_elf(0x40_0000, &[(0x40_0000, b"code", 4, PF_R | PF_X), (0x41_0000, b"d", 0x100, PF_R | PF_W)]);
+        let img = tiny_elf(
+            0x40_0000,
+            &[
+                (0x40_0000, b"code", 4, PF_R | PF_X),
+                (0x41_0000, b"d", 0x100, PF_R | PF_W),
+            ],
+        );
         let e = Elf::parse(&img).unwrap();
         assert_eq!(e.entry(), 0x40_0000);
         let s: Vec<_> = e.segments().collect();

@@ -245,7 +245,10 @@ mod tests {
         assert!(esr.isv());
         assert_eq!(esr.fault(), Some(FaultKind::Translation(2)));
         assert_eq!(esr.fault().unwrap().level(), Some(2));
-        assert_eq!(Esr((0x20 << 26) | 0x0f).fault(), Some(FaultKind::Permission(3)));
+        assert_eq!(
+            Esr((0x20 << 26) | 0x0f).fault(),
+            Some(FaultKind::Permission(3))
+        );
         assert_eq!(Esr(0x15 << 26).fault(), None);
         assert!(!Esr(0x20 << 26 | 1 << 6).is_write());
         assert_eq!(FaultKind::from_fsc(0x21), FaultKind::Alignment);

@@ -69,16 +69,27 @@ impl FrameAllocator {
         for res in reserved {
             if r.overlaps(res) {
                 if r.start < res.start {
-                    self.add_minus(PhysRange { start: r.start, end: res.start }, reserved);
+                    self.add_minus(
+                        PhysRange {
+                            start: r.start,
+                            end: res.start,
+                        },
+                        reserved,
+                    );
                 }
                 if res.end < r.end {
-                    self.add_minus(PhysRange { start: res.end, end: r.end }, reserved);
+                    self.add_minus(
+                        PhysRange {
+                            start: res.end,
+                            end: r.end,
+                        },
+                        reserved,
+                    );
                 }
                 return;
             }
         }
-        let (Some(start), end) = (r.start.align_up(PAGE_SIZE), r.end.align_down(PAGE_SIZE))
-        else {
+        let (Some(start), end) = (r.start.align_up(PAGE_SIZE), r.end.align_down(PAGE_SIZE)) else {
             return;
         };
         if start < end {
@@ -168,7 +179,10 @@ mod tests {
     use std::collections::HashSet;
 
     fn r(s: u64, e: u64) -> PhysRange {
-        PhysRange { start: PhysAddr(s), end: PhysAddr(e) }
+        PhysRange {
+            start: PhysAddr(s),
+            end: PhysAddr(e),
+        }
     }
 
     #[test]
@@ -177,7 +191,10 @@ mod tests {
             &[r(0x4000_0000, 0x4010_0000)],
             &[r(0x4000_0000, 0x4000_2000), r(0x4000_8800, 0x4000_9000)],
         );
-        assert_eq!(a.ranges(), &[r(0x4000_2000, 0x4000_8000), r(0x4000_9000, 0x4010_0000)]);
+        assert_eq!(
+            a.ranges(),
+            &[r(0x4000_2000, 0x4000_8000), r(0x4000_9000, 0x4010_0000)]
+        );
     }
 
     #[test]
@@ -185,7 +202,10 @@ mod tests {
         let mut a = FrameAllocator::from_ram(&[r(0x1000, 0x3000), r(0x8000, 0x9000)], &[]);
         assert_eq!(a.available(), 3);
         let f: Vec<_> = (0..3).map(|_| a.alloc().unwrap()).collect();
-        assert_eq!(f, vec![PhysAddr(0x1000), PhysAddr(0x2000), PhysAddr(0x8000)]);
+        assert_eq!(
+            f,
+            vec![PhysAddr(0x1000), PhysAddr(0x2000), PhysAddr(0x8000)]
+        );
         assert_eq!(a.alloc(), None);
         a.free(f[1]).unwrap();
         assert_eq!(a.free(PhysAddr(0x5000)), Err(FrameError::NotOurs));

@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(check_task_frame(&[5, 6, 0]), Ok(()));
         assert_eq!(check_task_frame(&[]), Err(FrameError::BadLength));
         assert_eq!(check_task_frame(&[5, 6]), Err(FrameError::NoDelimiter));
-        assert_eq!(check_task_frame(&[5, 0, 6, 0]), Err(FrameError::EmbeddedDelimiter));
+        assert_eq!(
+            check_task_frame(&[5, 0, 6, 0]),
+            Err(FrameError::EmbeddedDelimiter)
+        );
         assert_eq!(check_task_frame(&[1; 513]), Err(FrameError::BadLength));
     }
 }

@@ -31,7 +31,8 @@ pub const IPA_BITS: u32 = 40;
 pub const START_LEVEL: u32 = 1;
 /// VTCR_EL2 for this format: T0SZ = 24, SL0 = 1 (level 1), IRGN0/ORGN0 = write-back
 /// write-allocate, SH0 = inner shareable, TG0 = 4 KiB, PS = 40 bits, RES1 bit 31.
-pub const VTCR: u64 = (1 << 31) | (0b010 << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | (0b01 << 6) | 24;
+pub const VTCR: u64 =
+    (1 << 31) | (0b010 << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | (0b01 << 6) | 24;
 
 const VALID: u64 = 1 << 0;
 const TABLE_OR_PAGE: u64 = 1 << 1;
@@ -64,11 +65,23 @@ pub struct Perms {
 
 impl Perms {
     /// Read and execute.
-    pub const RX: Perms = Perms { read: true, write: false, exec: true };
+    pub const RX: Perms = Perms {
+        read: true,
+        write: false,
+        exec: true,
+    };
     /// Read only.
-    pub const R: Perms = Perms { read: true, write: false, exec: false };
+    pub const R: Perms = Perms {
+        read: true,
+        write: false,
+        exec: false,
+    };
     /// Read and write.
-    pub const RW: Perms = Perms { read: true, write: true, exec: false };
+    pub const RW: Perms = Perms {
+        read: true,
+        write: true,
+        exec: false,
+    };
 }
 
 /// A decoded descriptor.
@@ -103,7 +116,14 @@ pub const fn leaf_desc(level: u32, pa: PhysAddr, perms: Perms, mem: MemType) -> 
     };
     let kind = if level == 3 { TABLE_OR_PAGE } else { 0 };
     let xn = if perms.exec { 0 } else { XN };
-    (pa.0 & OA_MASK) | kind | VALID | AF | SH_INNER | (ap << S2AP_SHIFT) | (attr << MEMATTR_SHIFT) | xn
+    (pa.0 & OA_MASK)
+        | kind
+        | VALID
+        | AF
+        | SH_INNER
+        | (ap << S2AP_SHIFT)
+        | (attr << MEMATTR_SHIFT)
+        | xn
 }
 
 /// Decodes a descriptor found at `level`.
@@ -119,10 +139,18 @@ pub const fn decode(level: u32, d: u64) -> Desc {
         return Desc::Invalid; // reserved encoding at level 3
     }
     let ap = (d >> S2AP_SHIFT) & 3;
-    let mem = if (d >> MEMATTR_SHIFT) & 0xf == 0b1111 { MemType::Normal } else { MemType::Device };
+    let mem = if (d >> MEMATTR_SHIFT) & 0xf == 0b1111 {
+        MemType::Normal
+    } else {
+        MemType::Device
+    };
     Desc::Leaf {
         pa: PhysAddr(d & OA_MASK),
-        perms: Perms { read: ap & 1 != 0, write: ap & 2 != 0, exec: d & XN == 0 },
+        perms: Perms {
+            read: ap & 1 != 0,
+            write: ap & 2 != 0,
+            exec: d & XN == 0,
+        },
         mem,
     }
 }
@@ -130,7 +158,11 @@ pub const fn decode(level: u32, d: u64) -> Desc {
 /// Index of `ipa` in the table at `level`.
 pub const fn index(level: u32, ipa: Ipa) -> usize {
     let shift = 12 + 9 * (3 - level);
-    let mask = if level == START_LEVEL { ROOT_ENTRIES - 1 } else { ENTRIES - 1 };
+    let mask = if level == START_LEVEL {
+        ROOT_ENTRIES - 1
+    } else {
+        ENTRIES - 1
+    };
     ((ipa.0 >> shift) as usize) & mask
 }
 
@@ -155,8 +187,15 @@ pub enum MapError {
     NoMemory,
 }
 
-/// Maps one 4 KiB page. `alloc_table` returns a zeroed table page; `free_table` takes
-/// back one that lost an install race.
+/// Where new tables come from.
+pub trait TableAlloc {
+    /// A zeroed table page, or `None` when out of memory.
+    fn alloc_table(&mut self) -> Option<PhysAddr>;
+    /// Takes back a table that lost an install race (never linked anywhere).
+    fn free_table(&mut self, table: PhysAddr);
+}
+
+/// Maps one 4 KiB page.
 pub fn map_page<M: TableMem>(
     mem: &M,
     root: PhysAddr,
@@ -164,8 +203,7 @@ pub fn map_page<M: TableMem>(
     pa: PhysAddr,
     perms: Perms,
     ty: MemType,
-    alloc_table: &mut dyn FnMut() -> Option<PhysAddr>,
-    free_table: &mut dyn FnMut(PhysAddr),
+    tables: &mut dyn TableAlloc,
 ) -> Result<(), MapError> {
     if ipa.0 >> IPA_BITS != 0 || !ipa.is_aligned(PAGE_SIZE) {
         return Err(MapError::BadIpa);
@@ -178,12 +216,17 @@ pub fn map_page<M: TableMem>(
             Desc::Table(next) => next,
             Desc::Leaf { .. } => return Err(MapError::BlockInTheWay),
             Desc::Invalid => {
-                let new = alloc_table().ok_or(MapError::NoMemory)?;
+                let new = tables.alloc_table().ok_or(MapError::NoMemory)?;
                 // Release publishes the zeroed table to walkers that see the descriptor.
-                match pte.compare_exchange(cur, table_desc(new), Ordering::AcqRel, Ordering::Acquire) {
+                match pte.compare_exchange(
+                    cur,
+                    table_desc(new),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
                     Ok(_) => new,
                     Err(winner) => {
-                        free_table(new);
+                        tables.free_table(new);
                         match decode(level, winner) {
                             Desc::Table(next) => next,
                             Desc::Leaf { .. } => return Err(MapError::BlockInTheWay),
@@ -196,9 +239,14 @@ pub fn map_page<M: TableMem>(
         };
     }
     let pte = mem.pte(table, index(3, ipa));
-    pte.compare_exchange(0, leaf_desc(3, pa, perms, ty), Ordering::AcqRel, Ordering::Acquire)
-        .map(|_| ())
-        .map_err(|_| MapError::AlreadyMapped)
+    pte.compare_exchange(
+        0,
+        leaf_desc(3, pa, perms, ty),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    )
+    .map(|_| ())
+    .map_err(|_| MapError::AlreadyMapped)
 }
 
 /// Translates `ipa`: the physical address and the leaf's rights, if mapped.
@@ -269,10 +317,18 @@ mod tests {
 
     impl FakeMem {
         fn new(n: usize) -> Self {
-            let pages = (0..n).map(|_| Box::new(core::array::from_fn(|_| AtomicU64::new(0)))).collect();
+            let pages = (0..n)
+                .map(|_| Box::new(core::array::from_fn(|_| AtomicU64::new(0))))
+                .collect();
             // Pages 0 and 1 are the root; the rest are free.
-            let free = (2..n as u64).rev().map(|i| PhysAddr(BASE + i * PAGE_SIZE)).collect();
-            FakeMem { pages, free: RefCell::new(free) }
+            let free = (2..n as u64)
+                .rev()
+                .map(|i| PhysAddr(BASE + i * PAGE_SIZE))
+                .collect();
+            FakeMem {
+                pages,
+                free: RefCell::new(free),
+            }
         }
         fn root(&self) -> PhysAddr {
             PhysAddr(BASE)
@@ -286,6 +342,16 @@ mod tests {
         }
     }
 
+    struct Pool<'a>(&'a FakeMem);
+    impl TableAlloc for Pool<'_> {
+        fn alloc_table(&mut self) -> Option<PhysAddr> {
+            self.0.free.borrow_mut().pop()
+        }
+        fn free_table(&mut self, t: PhysAddr) {
+            self.0.free.borrow_mut().push(t)
+        }
+    }
+
     fn map(m: &FakeMem, ipa: u64, pa: u64, perms: Perms) -> Result<(), MapError> {
         map_page(
             m,
@@ -294,8 +360,7 @@ mod tests {
             PhysAddr(pa),
             perms,
             MemType::Normal,
-            &mut || m.free.borrow_mut().pop(),
-            &mut |t| m.free.borrow_mut().push(t),
+            &mut Pool(m),
         )
     }
 
@@ -316,7 +381,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(decode(2, table_desc(PhysAddr(0x5000))), Desc::Table(PhysAddr(0x5000)));
+        assert_eq!(
+            decode(2, table_desc(PhysAddr(0x5000))),
+            Desc::Table(PhysAddr(0x5000))
+        );
         assert_eq!(decode(1, 0), Desc::Invalid);
         assert_eq!(decode(3, 0b01), Desc::Invalid);
     }
@@ -326,16 +394,33 @@ mod tests {
         let m = FakeMem::new(16);
         map(&m, 0x40_0000, 0x9000_0000, Perms::RX).unwrap();
         map(&m, 0x40_1000, 0x9000_1000, Perms::RW).unwrap();
-        assert_eq!(map(&m, 0x40_1000, 0x9000_2000, Perms::RW), Err(MapError::AlreadyMapped));
-        assert_eq!(map(&m, 0x40_1001, 0x9000_2000, Perms::RW), Err(MapError::BadIpa));
-        assert_eq!(map(&m, 1 << 40, 0x9000_2000, Perms::RW), Err(MapError::BadIpa));
-        assert_eq!(translate(&m, m.root(), Ipa(0x40_0123)), Some((PhysAddr(0x9000_0123), Perms::RX)));
+        assert_eq!(
+            map(&m, 0x40_1000, 0x9000_2000, Perms::RW),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(
+            map(&m, 0x40_1001, 0x9000_2000, Perms::RW),
+            Err(MapError::BadIpa)
+        );
+        assert_eq!(
+            map(&m, 1 << 40, 0x9000_2000, Perms::RW),
+            Err(MapError::BadIpa)
+        );
+        assert_eq!(
+            translate(&m, m.root(), Ipa(0x40_0123)),
+            Some((PhysAddr(0x9000_0123), Perms::RX))
+        );
         assert_eq!(translate(&m, m.root(), Ipa(0x40_2000)), None);
         // IPA in the root's second page (bit 39 set).
         map(&m, 0x80_0000_0000, 0x9000_3000, Perms::R).unwrap();
-        assert_eq!(translate(&m, m.root(), Ipa(0x80_0000_0008)), Some((PhysAddr(0x9000_3008), Perms::R)));
+        assert_eq!(
+            translate(&m, m.root(), Ipa(0x80_0000_0008)),
+            Some((PhysAddr(0x9000_3008), Perms::R))
+        );
         let (mut leaves, mut tables) = (Vec::new(), Vec::new());
-        teardown(&m, m.root(), &mut |p| leaves.push(p), &mut |t| tables.push(t));
+        teardown(&m, m.root(), &mut |p| leaves.push(p), &mut |t| {
+            tables.push(t)
+        });
         assert_eq!(leaves.len(), 3);
         assert_eq!(tables.len(), 4);
         assert_eq!(translate(&m, m.root(), Ipa(0x40_0000)), None);
@@ -357,11 +442,14 @@ mod tests {
                 let ipa = (page % 8) << 30 | (page / 8) << 21 | (page % 3) << 12;
                 let perms = [Perms::RX, Perms::R, Perms::RW][p as usize];
                 let res = map(&m, ipa, frame << 12, perms);
-                if reference.contains_key(&ipa) {
-                    prop_assert_eq!(res, Err(MapError::AlreadyMapped));
-                } else {
-                    prop_assert_eq!(res, Ok(()));
-                    reference.insert(ipa, (frame << 12, perms));
+                match reference.entry(ipa) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        prop_assert_eq!(res, Err(MapError::AlreadyMapped));
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        prop_assert_eq!(res, Ok(()));
+                        v.insert((frame << 12, perms));
+                    }
                 }
             }
             for (ipa, (pa, perms)) in &reference {

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::say;
-use crate::setup::{self, KERNEL_TARGET, TASK_TARGET};
+use crate::setup::{self, shown, KERNEL_TARGET, TASK_TARGET};
 use crate::system::System;
 
 /// Environment variable the kernel's build script reads the payload path from.
@@ -138,8 +138,11 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
         .map_err(|e| anyhow!("packing the boot payload failed: {e:?}"))?;
     buf.truncate(len);
     let payload = out.join("payload.bin");
-    std::fs::write(&payload, &buf)
-        .with_context(|| format!("cannot write {}", payload.display()))?;
+    // Rewriting an unchanged payload would make cargo rebuild the kernel for nothing.
+    if std::fs::read(&payload).ok().as_deref() != Some(buf.as_slice()) {
+        std::fs::write(&payload, &buf)
+            .with_context(|| format!("cannot write {}", payload.display()))?;
+    }
     Ok((payload, manifest))
 }
 
@@ -147,7 +150,7 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
 fn build_kernel(board: &str, payload: &Path, out: &Path, log: &str) -> Result<PathBuf> {
     say!(
         "building the kernel for board {board} ({PAYLOAD_ENV}={})",
-        payload.display()
+        shown(payload)
     );
     let feature = format!("board-{board}");
     setup::run_checked(
@@ -184,7 +187,7 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
     let (payload, task) = build_payload(system, &out, log)?;
     let kernel = build_kernel(&system.board, &payload, &out, log)?;
     let manifest = Manifest {
-        system: system.path.display().to_string(),
+        system: shown(&system.path),
         board: system.board.clone(),
         smp: system.smp,
         log: log.to_string(),
@@ -196,14 +199,14 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
     let manifest_path = out.join("manifest.toml");
     std::fs::write(&manifest_path, text)
         .with_context(|| format!("cannot write {}", manifest_path.display()))?;
-    say!("built {} into {}", system.path.display(), out.display());
-    say!("  kernel   {}", manifest.kernel.display());
+    say!("built {} into {}", manifest.system, shown(&out));
+    say!("  kernel   {}", shown(&manifest.kernel));
     for t in &manifest.task {
         say!(
-            "  slot {:>2}  {:<16} {} (arg {})",
+            "  slot {:>2}  {:<16} {} (mode arg {})",
             t.slot,
             t.name,
-            t.elf.display(),
+            shown(&t.elf),
             t.arg
         );
     }

@@ -106,6 +106,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         timeout,
         expect: args.expect,
         exit_status: None,
+        virtualization: true,
         gdb: args.gdb,
         echo: true,
         raw_path: args.raw.unwrap_or_else(|| built.out.join("console.bin")),
@@ -113,7 +114,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     };
     say!(
         "booting {} on {} with {smp} CPU(s){}",
-        built.manifest.kernel.display(),
+        setup::shown(&built.manifest.kernel),
         built.manifest.board,
         timeout
             .map(|t| format!(", timeout {t} s"))

@@ -36,6 +36,9 @@ pub struct RunConfig {
     pub expect: Vec<String>,
     /// After the patterns, QEMU must also exit with this status.
     pub exit_status: Option<i32>,
+    /// Give QEMU's CPUs the virtualization extensions (entry at EL2). Only tests that
+    /// check the kernel's refusal of a lower entry level turn this off.
+    pub virtualization: bool,
     /// Start halted with a GDB stub on port 1234.
     pub gdb: bool,
     /// Print decoded lines (and QEMU's stderr) as they arrive.
@@ -73,12 +76,18 @@ enum Event {
 }
 
 /// The QEMU command line for a board.
-pub fn command(board: &str, smp: u32, kernel: &Path, gdb: bool) -> Result<Command> {
+pub fn command(board: &str, cfg: &RunConfig, kernel: &Path) -> Result<Command> {
     if board != "qemu-virt" {
         bail!("board `{board}` cannot be run under QEMU");
     }
+    let (smp, gdb) = (cfg.smp, cfg.gdb);
+    let machine = if cfg.virtualization {
+        "virt,virtualization=on,gic-version=3"
+    } else {
+        "virt,gic-version=3"
+    };
     let mut cmd = Command::new(QEMU);
-    cmd.args(["-M", "virt,virtualization=on,gic-version=3"])
+    cmd.args(["-M", machine])
         .args(["-cpu", "cortex-a57"])
         .args(["-smp", &smp.to_string()])
         .args(["-m", "1G"])
@@ -199,7 +208,7 @@ pub fn run(built: &Built, cfg: &RunConfig) -> Result<RunResult> {
         tail: VecDeque::new(),
     };
     let kernel = &built.manifest.kernel;
-    let mut cmd = command(&built.manifest.board, cfg.smp, kernel, cfg.gdb)?;
+    let mut cmd = command(&built.manifest.board, cfg, kernel)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -32,6 +32,15 @@ pub fn repo_root() -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
+/// A path for messages: relative to the repository root where it lies inside it.
+pub fn shown(path: &Path) -> String {
+    let root = repo_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// A `cargo` command (the one running us, if known) with the repository root as cwd.
 pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -166,11 +166,10 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
 
 /// Reads and checks a description file.
 pub fn load(path: &Path) -> Result<System> {
-    let root = crate::setup::repo_root();
-    let shown = path.strip_prefix(&root).unwrap_or(path);
+    let shown = PathBuf::from(crate::setup::shown(path));
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {}", shown.display()))?;
-    let mut system = parse(shown, &text)?;
+    let mut system = parse(&shown, &text)?;
     system.path = path.to_path_buf();
     Ok(system)
 }

@@ -12,7 +12,7 @@ use crate::expect::Expect;
 use crate::image::{self, Built};
 use crate::qemu::{self, RunConfig};
 use crate::say;
-use crate::setup;
+use crate::setup::{self, shown};
 use crate::system::{self, DEFAULT_SMP};
 
 /// A scenario file (`tests/scenarios/*.toml`).
@@ -32,6 +32,16 @@ pub struct Scenario {
     pub expect: Vec<String>,
     /// After the patterns, QEMU must exit with this status.
     pub exit_status: Option<i32>,
+    /// Run QEMU with the virtualization extensions (entry at EL2); default true.
+    pub virtualization: Option<bool>,
+}
+
+/// The scenario's patterns for a run with `smp` CPUs: `{smp}` stands for the count.
+pub fn patterns_for(expect: &[String], smp: u32) -> Vec<String> {
+    expect
+        .iter()
+        .map(|p| p.replace("{smp}", &smp.to_string()))
+        .collect()
 }
 
 impl Scenario {
@@ -51,7 +61,7 @@ impl Scenario {
         if s.expect.is_empty() && s.exit_status.is_none() {
             bail!("{file}: give `expect` patterns, an `exit_status`, or both");
         }
-        Expect::new(&s.expect).map_err(|e| anyhow!("{file}: {e}"))?;
+        Expect::new(&patterns_for(&s.expect, 1)).map_err(|e| anyhow!("{file}: {e}"))?;
         Ok(s)
     }
 }
@@ -108,15 +118,6 @@ impl Tally {
             }
         }
     }
-}
-
-/// A path for messages: relative to the repository root where possible.
-fn shown(path: &Path) -> String {
-    let root = setup::repo_root();
-    path.strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }
 
 struct Runner {
@@ -182,8 +183,9 @@ impl Runner {
             let cfg = RunConfig {
                 smp,
                 timeout: Some(scenario.timeout.unwrap_or(qemu::DEFAULT_TIMEOUT)),
-                expect: scenario.expect.clone(),
+                expect: patterns_for(&scenario.expect, smp),
                 exit_status,
+                virtualization: scenario.virtualization.unwrap_or(true),
                 gdb: false,
                 echo: false,
                 raw_path: logs.join(format!("{name}-smp{smp}.bin")),

@@ -69,7 +69,11 @@ mod task {
         if ok {
             defmt::info!("{=str}: rejected as expected", what);
         } else {
-            defmt::error!("{=str}: wrong result (want error {=u64})", what, want as u64);
+            defmt::error!(
+                "{=str}: wrong result (want error {=u64})",
+                what,
+                want as u64
+            );
         }
         ok
     }
@@ -79,16 +83,44 @@ mod task {
         let good = [1u8, 2, 3, 0];
         let mut ok = true;
         ok &= expect("log from address 0", debug_log_raw(0, 8), Error::BadAddress);
-        ok &= expect("log from an unmapped address", debug_log_raw(UNMAPPED, 8), Error::BadAddress);
-        ok &= expect("log that wraps the address space", debug_log_raw(u64::MAX - 3, 8), Error::BadAddress);
-        ok &= expect("log of length 0", debug_log_raw(good.as_ptr() as u64, 0), Error::BadLength);
-        ok &= expect("log of length 1 MiB", debug_log_raw(good.as_ptr() as u64, 1 << 20), Error::BadLength);
+        ok &= expect(
+            "log from an unmapped address",
+            debug_log_raw(UNMAPPED, 8),
+            Error::BadAddress,
+        );
+        ok &= expect(
+            "log that wraps the address space",
+            debug_log_raw(u64::MAX - 3, 8),
+            Error::BadAddress,
+        );
+        ok &= expect(
+            "log of length 0",
+            debug_log_raw(good.as_ptr() as u64, 0),
+            Error::BadLength,
+        );
+        ok &= expect(
+            "log of length 1 MiB",
+            debug_log_raw(good.as_ptr() as u64, 1 << 20),
+            Error::BadLength,
+        );
         let no_delim = [1u8, 2, 3];
-        ok &= expect("frame without delimiter", debug_log_raw(no_delim.as_ptr() as u64, 3), Error::InvalidArgument);
+        ok &= expect(
+            "frame without delimiter",
+            debug_log_raw(no_delim.as_ptr() as u64, 3),
+            Error::InvalidArgument,
+        );
         let forged = [1u8, 0, 2, 0];
-        ok &= expect("frame with an embedded delimiter", debug_log_raw(forged.as_ptr() as u64, 4), Error::InvalidArgument);
+        ok &= expect(
+            "frame with an embedded delimiter",
+            debug_log_raw(forged.as_ptr() as u64, 4),
+            Error::InvalidArgument,
+        );
         let r = raw_call(0xdead, 0, 0);
-        ok &= expect("unknown syscall", Error::from_raw(r).map_or(Ok(()), Err), Error::UnknownSyscall);
+        ok &= expect(
+            "unknown syscall",
+            Error::from_raw(r).map_or(Ok(()), Err),
+            Error::UnknownSyscall,
+        );
         if ok {
             defmt::info!("every bad syscall got its documented error");
             0

@@ -31,7 +31,11 @@ fn result(code: u64) -> Result<(), Error> {
 
 /// Hands one encoded log frame to the kernel.
 pub fn debug_log(frame: &[u8]) -> Result<(), Error> {
-    result(syscall2(Syscall::DebugLog, frame.as_ptr() as u64, frame.len() as u64))
+    result(syscall2(
+        Syscall::DebugLog,
+        frame.as_ptr() as u64,
+        frame.len() as u64,
+    ))
 }
 
 /// Raw log call with unchecked arguments (for tests of the kernel's checks).

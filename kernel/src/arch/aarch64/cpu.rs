@@ -15,7 +15,10 @@ pub const MAX_CPUS: usize = 8;
 /// Bytes of kernel stack per core (must match `link.x` and `entry.S`).
 pub const STACK_SIZE: u64 = 0x8000;
 
-const_assert_eq!(MAX_CPUS, <crate::ThisBoard as kcore::board::Board>::MAX_CPUS);
+const_assert_eq!(
+    MAX_CPUS,
+    <crate::ThisBoard as kcore::board::Board>::MAX_CPUS
+);
 
 /// A lower level's general-purpose register state.
 #[repr(C)]
@@ -94,6 +97,10 @@ static PERCPU: PerCpuArray = PerCpuArray(UnsafeCell::new([
     percpu(7),
 ]));
 
+/// Set once the boot core has pointed TPIDR_EL2 at its record. Before that (and forever
+/// if the kernel was entered below EL2, where TPIDR_EL2 cannot be read) `this()` is core 0.
+static TPIDR_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Cores that finished bring-up.
 pub static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
@@ -106,12 +113,19 @@ pub fn init_this(index: usize) {
     // other code can reach it through TPIDR_EL2; other cores only touch their own.
     let rec = unsafe { &mut (*PERCPU.0.get())[index] };
     rec.stack_top = end - index as u64 * STACK_SIZE;
-    rec.mpidr.store(sysreg_read!("mpidr_el1") & 0xff_00ff_ffff, Ordering::Relaxed);
+    rec.mpidr.store(
+        sysreg_read!("mpidr_el1") & 0xff_00ff_ffff,
+        Ordering::Relaxed,
+    );
     sysreg_write!("tpidr_el2", rec as *mut PerCpu as u64);
+    TPIDR_READY.store(true, Ordering::Release);
 }
 
 /// This core's record.
 pub fn this() -> &'static PerCpu {
+    if !TPIDR_READY.load(Ordering::Acquire) {
+        return get(0);
+    }
     let p = sysreg_read!("tpidr_el2") as *const PerCpu;
     if p.is_null() {
         return get(0);

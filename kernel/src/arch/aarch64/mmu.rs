@@ -15,7 +15,7 @@ use super::regs::{isb, sysreg_write, tlbi_el2_local};
 
 const GIB: u64 = 1 << 30;
 /// MAIR_EL2: attr0 Device-nGnRnE, attr1 Device-nGnRE, attr2 Normal WB RA/WA.
-const MAIR: u64 = 0x00 | (0x04 << 8) | (0xff << 16);
+const MAIR: u64 = (0x04 << 8) | (0xff << 16);
 const ATTR_DEVICE: u64 = 1 << 2;
 const ATTR_NORMAL: u64 = 2 << 2;
 const BLOCK: u64 = 0b01;
@@ -26,7 +26,8 @@ const AP_RW_EL2: u64 = 1 << 6;
 const XN: u64 = 1 << 54;
 /// TCR_EL2: T0SZ = 25, IRGN0/ORGN0 = WB-WA, SH0 = inner, TG0 = 4 KiB, PS = 40 bits,
 /// RES1 bits 31 and 23.
-const TCR: u64 = (1 << 31) | (1 << 23) | (0b010 << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | 25;
+const TCR: u64 =
+    (1 << 31) | (1 << 23) | (0b010 << 16) | (0b11 << 12) | (0b01 << 10) | (0b01 << 8) | 25;
 /// SCTLR_EL2: RES1 bits, M (MMU), C (data cache), SA (stack alignment), I (icache).
 const SCTLR: u64 = 0x30c5_0830 | 1 | (1 << 2) | (1 << 3) | (1 << 12);
 

@@ -41,7 +41,14 @@ pub fn restore_irqs(daif: u64) {
 pub fn wait_for_irq() {
     // SAFETY: IRQs taken here run the kernel IRQ handler, which returns; no memory
     // effects of our own.
-    unsafe { core::arch::asm!("msr daifclr, #2", "wfi", "msr daifset, #2", options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!(
+            "msr daifclr, #2",
+            "wfi",
+            "msr daifset, #2",
+            options(nomem, nostack)
+        )
+    };
 }
 
 /// Full-system barrier after page-table or TLB changes visible to other cores.
