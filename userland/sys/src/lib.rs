@@ -38,6 +38,24 @@ pub enum Error {
     BadLength = 3,
     /// The argument is malformed (e.g. a log frame that is not one delimited frame).
     InvalidArgument = 4,
+    /// The invoked capability slot is empty or the cap is of no use for this call.
+    InvalidCapability = 5,
+    /// The operation is not allowed on this capability (wrong type, already badged).
+    IllegalOperation = 6,
+    /// A number is outside its documented range.
+    RangeError = 7,
+    /// An address or size is not suitably aligned.
+    AlignmentError = 8,
+    /// A capability address does not resolve (guard, depth, or a non-CNode on the way).
+    FailedLookup = 9,
+    /// A message is longer than the buffer that should hold it.
+    TruncatedMessage = 10,
+    /// The destination slot is not empty.
+    DeleteFirst = 11,
+    /// The capability has derived children that must be revoked first.
+    RevokeFirst = 12,
+    /// The Untyped has no room for the requested objects.
+    NotEnoughMemory = 13,
 }
 
 impl Error {
@@ -48,10 +66,21 @@ impl Error {
             2 => Some(Error::BadAddress),
             3 => Some(Error::BadLength),
             4 => Some(Error::InvalidArgument),
+            5 => Some(Error::InvalidCapability),
+            6 => Some(Error::IllegalOperation),
+            7 => Some(Error::RangeError),
+            8 => Some(Error::AlignmentError),
+            9 => Some(Error::FailedLookup),
+            10 => Some(Error::TruncatedMessage),
+            11 => Some(Error::DeleteFirst),
+            12 => Some(Error::RevokeFirst),
+            13 => Some(Error::NotEnoughMemory),
             _ => None,
         }
     }
 }
+
+pub mod cap;
 
 /// What a boot task does, passed in its `x0` by the kernel from the boot payload.
 ///
@@ -102,13 +131,9 @@ mod tests {
             assert_eq!(Syscall::from_raw(s as u64), Some(s));
         }
         assert_eq!(Syscall::from_raw(0), None);
-        for e in [
-            Error::UnknownSyscall,
-            Error::BadAddress,
-            Error::BadLength,
-            Error::InvalidArgument,
-        ] {
-            assert_eq!(Error::from_raw(e as u64), Some(e));
+        for n in 1..=13u64 {
+            let e = Error::from_raw(n).expect("every code up to 13 is defined");
+            assert_eq!(e as u64, n);
         }
         assert_eq!(Error::from_raw(0), None);
     }
