@@ -28,6 +28,9 @@ extern "C" {
     static __kernel_end: u8;
 }
 
+/// Frames kept for loading boot tasks (their images, stacks, tables, root CNodes).
+const BOOT_TASK_FRAMES: u64 = 4096;
+
 /// How long the boot core waits for other cores' answers, in microseconds.
 const WAIT_US: u64 = 2_000_000;
 
@@ -246,11 +249,18 @@ fn boot_primary(dtb_addr: u64) -> ! {
         defmt::error!("the EL2 timer is not ticking on every core");
     }
 
+    // Everything but a reserve for the boot tasks' own pages becomes Untyped memory.
+    let untyped = mem::FRAMES.lock().split_off(BOOT_TASK_FRAMES);
+    let untyped_bytes: u64 = untyped.iter().map(|r| r.size()).sum();
+    defmt::info!(
+        "{=u64} MiB of RAM kept as Untyped memory for the first task",
+        untyped_bytes >> 20
+    );
     let mut runner = RUNNER.lock();
     match Payload::parse(PAYLOAD) {
         Ok(p) => {
             defmt::info!("boot payload: {=usize} task(s)", p.len());
-            runner.set_payload(p);
+            runner.set_payload(p, &untyped);
         }
         Err(e) => defmt::error!("boot payload unusable: {}", e),
     }

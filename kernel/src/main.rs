@@ -14,6 +14,8 @@ mod arch;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod cspace;
+#[cfg(target_os = "none")]
 mod log;
 #[cfg(target_os = "none")]
 mod mem;

@@ -6,13 +6,14 @@
 //! its addresses are IPAs translated by its stage-2 table; it gets a VMID of its own.
 //! Anything it does wrong ends it with a decoded report and the kernel moves on.
 
-use kcore::addr::{Ipa, PhysAddr, PAGE_SIZE};
+use kcore::addr::{Ipa, PhysAddr, PhysRange, PAGE_SIZE};
 use kcore::bootimage::{Payload, Task as BootTask};
 use kcore::elf::{Elf, ElfError, PF_W, PF_X};
 use kcore::stage2::{self, MapError, MemType, Perms};
 
 use crate::arch::cpu::{self, UserContext};
 use crate::arch::regs::{isb, sysreg_write, tlbi_vmid_all_cores};
+use crate::cspace::{self, CSpace};
 use crate::mem::{self, IdentityMem};
 use crate::sync::SpinLock;
 
@@ -61,6 +62,10 @@ pub struct Task {
     pub vmid: u16,
     /// Whether its first syscall was seen (logged once).
     pub seen_syscall: bool,
+    /// Its CSpace (root CNode in `cnode_frames`).
+    pub cspace: CSpace,
+    /// The frames of its root CNode.
+    pub cnode_frames: PhysAddr,
 }
 
 impl Task {
@@ -94,9 +99,20 @@ fn map(root: PhysAddr, ipa: u64, pa: PhysAddr, perms: Perms) -> Result<(), MapEr
     )
 }
 
-fn load(t: &BootTask<'static>) -> Result<Task, LoadError> {
+fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError> {
     let elf = Elf::parse(t.elf).map_err(LoadError::Elf)?;
     let root = mem::alloc_zeroed_aligned(2, stage2::ROOT_SIZE).ok_or(LoadError::NoMemory)?;
+    let pages = cspace::ROOT_BYTES / PAGE_SIZE;
+    let Some(cnode_frames) = mem::alloc_zeroed_aligned(pages, cspace::ROOT_BYTES) else {
+        mem::free(root);
+        mem::free(PhysAddr(root.0 + PAGE_SIZE));
+        return Err(LoadError::NoMemory);
+    };
+    let cspace = if untyped.is_empty() {
+        cspace::make_empty_root(cnode_frames)
+    } else {
+        cspace::make_root(cnode_frames, untyped)
+    };
     let task = Task {
         name: t.name,
         slot: t.slot,
@@ -104,6 +120,8 @@ fn load(t: &BootTask<'static>) -> Result<Task, LoadError> {
         root,
         vmid: t.slot as u16 + 1,
         seen_syscall: false,
+        cspace,
+        cnode_frames,
     };
     // From here on, `destroy` releases whatever was mapped if loading fails.
     match populate(&task, &elf) {
@@ -115,6 +133,10 @@ fn load(t: &BootTask<'static>) -> Result<Task, LoadError> {
     }
     let mut task = task;
     task.ctx.x[0] = t.arg;
+    // Boot info in registers: first Untyped slot, their count, the root CNode's radix.
+    task.ctx.x[1] = 2;
+    task.ctx.x[2] = task.cspace.untypeds;
+    task.ctx.x[3] = cspace::ROOT_RADIX as u64;
     task.ctx.elr = elf.entry();
     task.ctx.sp = STACK_TOP;
     task.ctx.spsr = 0; // EL0t, interrupts unmasked
@@ -159,6 +181,10 @@ fn populate(task: &Task, elf: &Elf<'static>) -> Result<(), LoadError> {
 
 /// Unmaps and frees everything the task owns and drops its TLB entries everywhere.
 fn destroy(task: &Task) {
+    cspace::destroy(&task.cspace);
+    for i in 0..cspace::ROOT_BYTES / PAGE_SIZE {
+        mem::free(PhysAddr(task.cnode_frames.0 + i * PAGE_SIZE));
+    }
     sysreg_write!("vttbr_el2", task.vttbr());
     isb();
     stage2::teardown(&IdentityMem, task.root, &mut mem::free, &mut mem::free);
@@ -192,6 +218,8 @@ pub fn copy_from_task(task: &Task, addr: u64, buf: &mut [u8]) -> bool {
 /// What the boot core runs: the payload's tasks, one after the other.
 pub struct Runner {
     payload: Option<Payload<'static>>,
+    /// RAM handed out as Untyped memory, to the first task only.
+    untyped: heapless::Vec<PhysRange, { kcore::frames::MAX_RANGES }>,
     next: usize,
     /// The task running now.
     pub current: Option<Task>,
@@ -202,6 +230,7 @@ pub struct Runner {
 /// The runner of the boot core.
 pub static RUNNER: SpinLock<Runner> = SpinLock::new(Runner {
     payload: None,
+    untyped: heapless::Vec::new(),
     next: 0,
     current: None,
     faulted: 0,
@@ -216,9 +245,10 @@ pub enum End {
 }
 
 impl Runner {
-    /// Installs the payload.
-    pub fn set_payload(&mut self, p: Payload<'static>) {
+    /// Installs the payload and the RAM that becomes the first task's Untyped memory.
+    pub fn set_payload(&mut self, p: Payload<'static>, untyped: &[PhysRange]) {
         self.payload = Some(p);
+        self.untyped = untyped.iter().copied().collect();
     }
 
     /// Ends the current task and frees what it had.
@@ -239,7 +269,9 @@ impl Runner {
         let Some(p) = self.payload else { return false };
         while let Some(bt) = p.task(self.next) {
             self.next += 1;
-            match load(&bt) {
+            // Only the first task gets the Untyped memory (it is never handed out twice).
+            let untyped = if bt.slot == 0 { &self.untyped[..] } else { &[] };
+            match load(&bt, untyped) {
                 Ok(t) => {
                     defmt::info!(
                         "task {=str} started at EL0: entry {=u64:#x}, VMID {=u16}, arg {=u64}",

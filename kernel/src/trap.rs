@@ -5,7 +5,7 @@
 //! lower-level exceptions never return: they end in `task::run_current` (resume the task
 //! or the next one) — the stack is reset at every return to EL0.
 
-use bulkhead_sys::{Error, Syscall};
+use bulkhead_sys::{Error, MessageInfo, Syscall};
 use core::sync::atomic::{AtomicU32, Ordering};
 use kcore::esr::{Esr, ExceptionClass};
 use kcore::logwire::{check_task_frame, task_tag, MAX_TASK_FRAME};
@@ -96,6 +96,20 @@ fn syscall(ctx: &mut UserContext) -> ! {
     }
     let ret = match Syscall::from_raw(ctx.x[7]) {
         Some(Syscall::DebugLog) => debug_log(t, ctx.x[0], ctx.x[1]),
+        Some(Syscall::Call) => {
+            let mr = [ctx.x[2], ctx.x[3], ctx.x[4], ctx.x[5]];
+            crate::cspace::invoke(&t.cspace, ctx.x[0], MessageInfo(ctx.x[1]), mr)
+        }
+        Some(Syscall::DebugSlot) => match crate::cspace::describe(&t.cspace, ctx.x[0], ctx.x[1]) {
+            Ok((cap, addr, parent)) => {
+                ctx.x[1] = cap[0];
+                ctx.x[2] = cap[1];
+                ctx.x[3] = addr;
+                ctx.x[4] = parent.unwrap_or(u64::MAX);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         Some(Syscall::Exit) => {
             r.end_current(End::Exited(ctx.x[0]));
             r.load_next();

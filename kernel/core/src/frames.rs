@@ -161,6 +161,37 @@ impl FrameAllocator {
         None
     }
 
+    /// Takes every free range beyond the first `keep` frames of the bump region away from
+    /// this allocator (they become Untyped memory); returns them.
+    pub fn split_off(&mut self, keep: u64) -> heapless::Vec<PhysRange, MAX_RANGES> {
+        let mut out = heapless::Vec::new();
+        let mut left = keep;
+        let mut kept: heapless::Vec<PhysRange, MAX_RANGES> = heapless::Vec::new();
+        for (i, r) in self.ranges.iter().enumerate() {
+            if i < self.cur {
+                let _ = kept.push(*r);
+                continue;
+            }
+            let from = if i == self.cur { self.next } else { r.start.0 };
+            let frames = (r.end.0 - from) / PAGE_SIZE;
+            let take = frames.min(left);
+            left -= take;
+            let cut = from + take * PAGE_SIZE;
+            let _ = kept.push(PhysRange {
+                start: r.start,
+                end: PhysAddr(cut),
+            });
+            if cut < r.end.0 {
+                let _ = out.push(PhysRange {
+                    start: PhysAddr(cut),
+                    end: r.end,
+                });
+            }
+        }
+        self.ranges = kept;
+        out
+    }
+
     /// Gives a frame back. Frames beyond the reuse stack's capacity are leaked (counted).
     pub fn free(&mut self, f: PhysAddr) -> Result<(), FrameError> {
         if !f.is_aligned(PAGE_SIZE) || !self.ranges.iter().any(|r| r.contains(f)) {
@@ -226,6 +257,19 @@ mod tests {
         assert_eq!(a.alloc_aligned(16, 0x1000), None);
     }
 
+    #[test]
+    fn split_off_keeps_the_first_frames() {
+        let mut a = FrameAllocator::from_ram(&[r(0x1000, 0x9000), r(0x20000, 0x30000)], &[]);
+        assert_eq!(a.alloc(), Some(PhysAddr(0x1000)));
+        let taken = a.split_off(3);
+        assert_eq!(&taken[..], &[r(0x5000, 0x9000), r(0x20000, 0x30000)]);
+        assert_eq!(a.available(), 3);
+        assert_eq!(a.alloc(), Some(PhysAddr(0x2000)));
+        assert_eq!(a.alloc(), Some(PhysAddr(0x3000)));
+        assert_eq!(a.alloc(), Some(PhysAddr(0x4000)));
+        assert_eq!(a.alloc(), None);
+    }
+
     proptest! {
         #[test]
         fn never_hands_out_reserved_or_twice(
@@ -252,6 +296,57 @@ mod tests {
                 }
                 prop_assert_eq!(a.allocated(), live.len() as u64);
             }
+        }
+    }
+}
+
+/// Splits `r` into the fewest naturally aligned power-of-two blocks of at least
+/// `2^min_bits` and at most `2^max_bits` bytes, in address order (`(base, size_bits)`);
+/// the unaligned edges smaller than `2^min_bits` are left out.
+pub fn pow2_blocks(r: PhysRange, min_bits: u32, max_bits: u32) -> impl Iterator<Item = (u64, u32)> {
+    let mut at = r.start.align_up(1 << min_bits).map_or(u64::MAX, |a| a.0);
+    let end = r.end.0;
+    core::iter::from_fn(move || {
+        if at >= end || end - at < 1 << min_bits {
+            return None;
+        }
+        let align_bits = if at == 0 { 63 } else { at.trailing_zeros() };
+        let fit_bits = 63 - (end - at).leading_zeros();
+        let bits = align_bits.min(fit_bits).min(max_bits);
+        let block = (at, bits);
+        at += 1 << bits;
+        Some(block)
+    })
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn splits_into_aligned_blocks() {
+        let r = PhysRange {
+            start: PhysAddr(0x4028_8000),
+            end: PhysAddr(0x8000_0000),
+        };
+        let v: Vec<_> = pow2_blocks(r, 12, 47).collect();
+        assert_eq!(v[0], (0x4028_8000, 15));
+        assert_eq!(*v.last().unwrap(), (0x6000_0000, 29));
+    }
+
+    proptest! {
+        #[test]
+        fn blocks_tile_the_range(start in 0u64..1 << 40, len in 0u64..1 << 32) {
+            let r = PhysRange { start: PhysAddr(start), end: PhysAddr(start + len) };
+            let mut expect = PhysAddr(start).align_up(4096).unwrap().0;
+            for (base, bits) in pow2_blocks(r, 12, 30) {
+                prop_assert_eq!(base, expect);
+                prop_assert!(base % (1 << bits) == 0 && (12..=30).contains(&bits));
+                prop_assert!(base + (1 << bits) <= start + len);
+                expect = base + (1 << bits);
+            }
+            prop_assert!(start + len - expect.min(start + len) < 4096 || expect > start + len);
         }
     }
 }

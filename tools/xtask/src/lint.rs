@@ -12,7 +12,7 @@ use crate::system;
 /// Packages linked into the kernel.
 const KERNEL_PACKAGES: &[&str] = &["kernel", "kcore", "bulkhead-sys"];
 /// Packages linked into boot tasks.
-const TASK_PACKAGES: &[&str] = &["init", "bulkhead-rt", "bulkhead-sys"];
+const TASK_PACKAGES: &[&str] = &["init", "ktest", "bulkhead-rt", "bulkhead-sys", "kcore"];
 /// How many steps there are.
 const STEPS: usize = 4;
 

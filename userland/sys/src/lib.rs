@@ -13,6 +13,14 @@ pub enum Syscall {
     DebugLog = 1,
     /// `x0` = exit status. Does not return.
     Exit = 2,
+    /// Invoke the capability at `x0` (an index resolved at depth 64 in the caller's
+    /// CSpace root) with `x1` = [`MessageInfo`] and `x2..x5` = message registers 0..3.
+    /// Returns `x0` = 0 or an [`Error`].
+    Call = 3,
+    /// Describe a slot: `x0` = index, `x1` = depth (resolved from the caller's CSpace
+    /// root). Returns `x0` = 0 or an [`Error`], `x1`, `x2` = the slot's encoded cap,
+    /// `x3` = the slot's address, `x4` = its parent's slot address or `u64::MAX`. For tests.
+    DebugSlot = 4,
 }
 
 impl Syscall {
@@ -21,6 +29,8 @@ impl Syscall {
         match n {
             1 => Some(Syscall::DebugLog),
             2 => Some(Syscall::Exit),
+            3 => Some(Syscall::Call),
+            4 => Some(Syscall::DebugSlot),
             _ => None,
         }
     }
@@ -82,6 +92,50 @@ impl Error {
 
 pub mod cap;
 
+/// The message info word of a Call: label in bits 63:12, length (message registers
+/// used) in bits 6:0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageInfo(pub u64);
+
+impl MessageInfo {
+    /// A message with `label` and `length` registers.
+    pub const fn new(label: u64, length: u64) -> Self {
+        MessageInfo((label << 12) | (length & 0x7f))
+    }
+    /// The label.
+    pub const fn label(self) -> u64 {
+        self.0 >> 12
+    }
+    /// Message registers used.
+    pub const fn length(self) -> u64 {
+        self.0 & 0x7f
+    }
+}
+
+/// Invocation labels and how each packs its arguments into message registers 0..3.
+///
+/// CNode invocations resolve their slot arguments relative to the invoked CNode cap
+/// (the semantics of `docs/design/capabilities.md` with that cap as root).
+pub mod invocation {
+    /// Untyped Retype. MR0 = object type | size_bits << 32; MR1 = destination index;
+    /// MR2 = destination depth | count << 32; MR3 = offset. The destination slot (resolved
+    /// from the caller's CSpace root) must hold the CNode that receives the new caps.
+    pub const UNTYPED_RETYPE: u64 = 1;
+    /// CNode Copy. MR0 = dest index; MR1 = src index; MR2 = dest depth | src depth << 8 |
+    /// rights << 16.
+    pub const CNODE_COPY: u64 = 2;
+    /// CNode Mint: as Copy, MR3 = badge.
+    pub const CNODE_MINT: u64 = 3;
+    /// CNode Move: MR0, MR1, MR2 as Copy (rights ignored).
+    pub const CNODE_MOVE: u64 = 4;
+    /// CNode Mutate: as Move, MR3 = badge.
+    pub const CNODE_MUTATE: u64 = 5;
+    /// CNode Delete: MR0 = index; MR2 = depth.
+    pub const CNODE_DELETE: u64 = 6;
+    /// CNode Revoke: MR0 = index; MR2 = depth.
+    pub const CNODE_REVOKE: u64 = 7;
+}
+
 /// What a boot task does, passed in its `x0` by the kernel from the boot payload.
 ///
 /// The system description names a mode; the tools turn the name into its number.
@@ -99,6 +153,12 @@ pub mod task_mode {
     pub const BAD_SYSCALLS: u64 = 4;
     /// Jump to an address outside the task's memory (an instruction abort).
     pub const FAULT_EXEC: u64 = 5;
+    /// Run the on-target kernel test suite (`ktest`).
+    pub const KTEST: u64 = 6;
+    /// Fuzz the capability invocations with 100,000 random calls (`ktest`).
+    pub const FUZZ: u64 = 7;
+    /// The same with 1,000,000 calls (a documented long run).
+    pub const FUZZ_FULL: u64 = 8;
 
     /// Every mode with its name in system descriptions.
     pub const ALL: &[(&str, u64)] = &[
@@ -108,6 +168,9 @@ pub mod task_mode {
         ("fault-undef", FAULT_UNDEF),
         ("bad-syscalls", BAD_SYSCALLS),
         ("fault-exec", FAULT_EXEC),
+        ("ktest", KTEST),
+        ("fuzz", FUZZ),
+        ("fuzz-full", FUZZ_FULL),
     ];
 
     /// The number for a mode name.
@@ -127,7 +190,12 @@ mod tests {
 
     #[test]
     fn numbers_round_trip() {
-        for s in [Syscall::DebugLog, Syscall::Exit] {
+        for s in [
+            Syscall::DebugLog,
+            Syscall::Exit,
+            Syscall::Call,
+            Syscall::DebugSlot,
+        ] {
             assert_eq!(Syscall::from_raw(s as u64), Some(s));
         }
         assert_eq!(Syscall::from_raw(0), None);

@@ -66,3 +66,60 @@ pub fn exit(status: u64) -> ! {
         core::arch::asm!("svc #0", in("x0") status, in("x7") Syscall::Exit as u64, options(noreturn, nostack));
     }
 }
+
+/// Invokes the capability at `cptr` with `info` and four message registers.
+pub fn call(cptr: u64, info: crate::MessageInfo, mr: [u64; 4]) -> Result<(), Error> {
+    let ret: u64;
+    // SAFETY: `svc #0` with the Call number: the kernel reads x0..x5 and x7, writes only
+    // x0 and touches none of our memory.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            inlateout("x0") cptr => ret,
+            in("x1") info.0,
+            in("x2") mr[0],
+            in("x3") mr[1],
+            in("x4") mr[2],
+            in("x5") mr[3],
+            in("x7") Syscall::Call as u64,
+            options(nostack, preserves_flags),
+        );
+    }
+    result(ret)
+}
+
+/// What [`debug_slot`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotInfo {
+    /// The encoded cap (see `kcore::cap::Cap::encode`).
+    pub cap: [u64; 2],
+    /// The slot's address.
+    pub addr: u64,
+    /// The parent's slot address, if any.
+    pub parent: Option<u64>,
+}
+
+/// Describes the slot at (`index`, `depth`) in the caller's CSpace.
+pub fn debug_slot(index: u64, depth: u64) -> Result<SlotInfo, Error> {
+    let (r0, r1, r2, r3, r4): (u64, u64, u64, u64, u64);
+    // SAFETY: `svc #0` with the DebugSlot number: the kernel reads x0, x1 and x7 and
+    // writes x0..x4; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            inlateout("x0") index => r0,
+            inlateout("x1") depth => r1,
+            lateout("x2") r2,
+            lateout("x3") r3,
+            lateout("x4") r4,
+            in("x7") Syscall::DebugSlot as u64,
+            options(nostack, preserves_flags),
+        );
+    }
+    result(r0)?;
+    Ok(SlotInfo {
+        cap: [r1, r2],
+        addr: r3,
+        parent: if r4 == u64::MAX { None } else { Some(r4) },
+    })
+}

@@ -393,6 +393,14 @@ pub fn mutate<M: SlotMem>(
     Ok(())
 }
 
+/// Deletes every cap in the CNode at `addr` (used when the kernel tears down a task's
+/// CSpace whose root cap it holds outside any slot).
+pub fn delete_all_in<M: SlotMem>(mem: &mut M, addr: u64, radix: u32) {
+    for i in 0..1u64 << radix {
+        delete_slot(mem, addr + (i << SLOT_BITS));
+    }
+}
+
 /// CNode Delete.
 pub fn delete<M: SlotMem>(mem: &mut M, root: &Cap, slot: Addr) -> Result<(), Error> {
     let s = lookup(mem, root, slot)?;
@@ -488,7 +496,11 @@ pub fn retype<M: SlotMem>(
     mem.write(us, u);
     for i in 0..count {
         let obj = start + i * size;
-        mem.clear(obj, size);
+        // Device memory is never written by the kernel (it may be MMIO); device
+        // untypeds only become untypeds and frames, whose content is not ours to zero.
+        if !device {
+            mem.clear(obj, size);
+        }
         let cap = Cap::new_object(ty, obj, size_bits, device);
         insert_child(mem, us, slot(i), cap);
     }

@@ -1,0 +1,170 @@
+//! Capability spaces on the target: slot memory through the identity map, the first
+//! task's CSpace with its Untyped memory, and the dispatch of capability invocations to
+//! `kcore::cap`.
+//!
+//! Locking: all capability operations run under one lock (`CAPS`), the slow-path lock of
+//! the kernel; they are not on any fast path (IPC, faults, interrupts).
+
+use bulkhead_sys::cap::SLOT_BITS;
+use bulkhead_sys::{invocation, Error, MessageInfo};
+use kcore::addr::{PhysAddr, PhysRange};
+use kcore::cap::{self, Addr, Cap, Cte, SlotMem, CTE_WORDS};
+use kcore::frames::pow2_blocks;
+
+use crate::sync::SpinLock;
+
+/// Slots in kernel memory (CNode objects in retyped RAM, identity mapped).
+pub struct KernelSlots;
+
+fn slot_ptr(addr: u64) -> *mut u64 {
+    addr as usize as *mut u64
+}
+
+impl SlotMem for KernelSlots {
+    fn read(&self, addr: u64) -> Cte {
+        let mut w = [0u64; CTE_WORDS];
+        for (i, v) in w.iter_mut().enumerate() {
+            // SAFETY: `addr` is a slot of a CNode object: the capability code only reaches
+            // slots through CNode caps the kernel made, whose objects lie in RAM the kernel
+            // owns (retyped from Untyped or allocated at boot) and keeps identity mapped;
+            // slots are 32-byte aligned, so each word is aligned.
+            *v = unsafe { core::ptr::read_volatile(slot_ptr(addr).add(i)) };
+        }
+        Cte::decode(w)
+    }
+
+    fn write(&mut self, addr: u64, cte: Cte) {
+        for (i, v) in cte.encode().into_iter().enumerate() {
+            // SAFETY: as in `read`; only this core writes while it holds CAPS.
+            unsafe { core::ptr::write_volatile(slot_ptr(addr).add(i), v) };
+        }
+    }
+
+    fn clear(&mut self, addr: u64, size: u64) {
+        // SAFETY: a new object retyped from non-device Untyped memory: RAM inside the
+        // untyped's region, which no other object uses (retype never overlaps objects).
+        unsafe { core::ptr::write_bytes(addr as usize as *mut u8, 0, size as usize) };
+    }
+}
+
+/// The capability lock (see the module docs).
+pub static CAPS: SpinLock<KernelSlots> = SpinLock::new(KernelSlots);
+
+/// Radix of a boot task's root CNode.
+pub const ROOT_RADIX: u32 = 10;
+/// Most Untyped caps the first task receives (slots 2 ..).
+pub const MAX_UNTYPEDS: usize = 64;
+
+/// A task's CSpace root: the CNode cap it resolves addresses against.
+#[derive(Clone, Copy, Debug)]
+pub struct CSpace {
+    /// The root CNode cap (held by the task, outside any slot).
+    pub root: Cap,
+    /// Untyped caps in slots `2 .. 2 + untypeds`.
+    pub untypeds: u64,
+}
+
+/// Builds a root CNode at `frames` (which must be `2^(ROOT_RADIX + 5)` bytes of zeroed,
+/// aligned RAM the kernel owns) holding its own cap in slot 1 and one Untyped cap per
+/// aligned block of `ram` from slot 2.
+pub fn make_root(frames: PhysAddr, ram: &[PhysRange]) -> CSpace {
+    let mut blocks: heapless::Vec<(u64, u32, bool), MAX_UNTYPEDS> = heapless::Vec::new();
+    'outer: for r in ram {
+        for (base, bits) in pow2_blocks(*r, 12, bulkhead_sys::cap::MAX_UNTYPED_BITS) {
+            if blocks.push((base, bits, false)).is_err() {
+                break 'outer;
+            }
+        }
+    }
+    let mut slots = CAPS.lock();
+    let root = cap::boot(&mut *slots, frames.0, ROOT_RADIX, 64 - ROOT_RADIX, &blocks);
+    CSpace {
+        root,
+        untypeds: blocks.len() as u64,
+    }
+}
+
+/// An empty root CNode for tasks that get no memory (just its own cap in slot 1).
+pub fn make_empty_root(frames: PhysAddr) -> CSpace {
+    let mut slots = CAPS.lock();
+    let root = cap::boot(&mut *slots, frames.0, ROOT_RADIX, 64 - ROOT_RADIX, &[]);
+    CSpace { root, untypeds: 0 }
+}
+
+/// Deletes every cap of a task's CSpace (objects whose last cap goes are destroyed).
+pub fn destroy(cs: &CSpace) {
+    if let Cap::CNode { addr, radix, .. } = cs.root {
+        cap::delete_all_in(&mut *CAPS.lock(), addr, radix);
+    }
+}
+
+fn depth(mr: u64, shift: u32) -> u32 {
+    ((mr >> shift) & 0xff) as u32
+}
+
+/// Performs a Call on the cap at `cptr` (depth 64 in `cs`).
+pub fn invoke(cs: &CSpace, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result<(), Error> {
+    let mut mem = CAPS.lock();
+    let mem = &mut *mem;
+    let label = info.label();
+    let invoked = Addr {
+        index: cptr,
+        depth: 64,
+    };
+    if label == invocation::UNTYPED_RETYPE {
+        let dest = Addr {
+            index: mr[1],
+            depth: depth(mr[2], 0),
+        };
+        let ty = mr[0] & 0xffff_ffff;
+        let size_bits = (mr[0] >> 32) as u32;
+        let count = mr[2] >> 32;
+        return cap::retype(mem, &cs.root, invoked, ty, size_bits, dest, mr[3], count);
+    }
+    let slot = cap::lookup(mem, &cs.root, invoked)?;
+    let node = mem.read(slot).cap;
+    let Cap::CNode { .. } = node else {
+        return Err(if node.is_null() {
+            Error::InvalidCapability
+        } else {
+            Error::IllegalOperation
+        });
+    };
+    let dest = Addr {
+        index: mr[0],
+        depth: depth(mr[2], 0),
+    };
+    let src = Addr {
+        index: mr[1],
+        depth: depth(mr[2], 8),
+    };
+    let rights = ((mr[2] >> 16) & 0xff) as u8;
+    match label {
+        invocation::CNODE_COPY => cap::copy(mem, &node, dest, src, rights),
+        invocation::CNODE_MINT => cap::mint(mem, &node, dest, src, rights, mr[3]),
+        invocation::CNODE_MOVE => cap::move_cap(mem, &node, dest, src),
+        invocation::CNODE_MUTATE => cap::mutate(mem, &node, dest, src, mr[3]),
+        invocation::CNODE_DELETE => cap::delete(mem, &node, dest),
+        invocation::CNODE_REVOKE => cap::revoke(mem, &node, dest),
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+/// DebugSlot: the encoded cap at (`index`, `depth`), the slot's address and its parent's.
+pub fn describe(
+    cs: &CSpace,
+    index: u64,
+    depth: u64,
+) -> Result<([u64; 2], u64, Option<u64>), Error> {
+    let mem = CAPS.lock();
+    let d = u32::try_from(depth).map_err(|_| Error::RangeError)?;
+    let slot = cap::lookup(&*mem, &cs.root, Addr { index, depth: d })?;
+    Ok((
+        mem.read(slot).cap.encode(),
+        slot,
+        cap::parent_of(&*mem, slot),
+    ))
+}
+
+/// Bytes a root CNode takes.
+pub const ROOT_BYTES: u64 = 1 << (ROOT_RADIX + SLOT_BITS);

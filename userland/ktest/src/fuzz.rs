@@ -1,0 +1,110 @@
+//! The syscall fuzzer: seeded random invocations with random arguments against the
+//! task's own capabilities. The kernel must answer every one with a result (never panic
+//! or hang); the fuzzer checks only that it gets to the end, and that the Untyped it
+//! used is still whole afterwards.
+
+use crate::util::*;
+use bulkhead_sys::{call, debug_log_raw, debug_slot, raw_call, MessageInfo};
+
+/// xorshift64*: small, seedable, the same everywhere.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Mostly small numbers near interesting values, sometimes anything.
+    fn arg(&mut self) -> u64 {
+        match self.below(8) {
+            0 => self.next(),
+            1 => u64::MAX - self.below(4),
+            2 => 1 << self.below(64),
+            _ => self.below(300),
+        }
+    }
+}
+
+/// Runs `count` random calls from `seed`; returns 0 when the kernel survived them all.
+pub fn run(seed: u64, count: u64) -> u64 {
+    defmt::info!("fuzz: seed {=u64:#x}, {=u64} calls", seed, count);
+    let Some((ut, _, bits)) = largest_untyped() else {
+        defmt::error!("fuzz: no Untyped memory");
+        return 1;
+    };
+    let mut rng = Rng(seed | 1);
+    let mut ok = 0u64;
+    for n in 0..count {
+        if n % 1000 == 0 {
+            // Keep the state bounded: drop everything made so far now and then.
+            let _ = revoke(ut);
+        }
+        let r = match rng.below(16) {
+            0 => {
+                // Any syscall number but Exit (which would end the fuzzer itself).
+                let n = rng.arg();
+                if n == bulkhead_sys::Syscall::Exit as u64 {
+                    continue;
+                }
+                raw_call(n, rng.arg(), rng.arg())
+            }
+            1 => debug_log_raw(rng.arg(), rng.below(600)).map_or_else(|e| e as u64, |_| 0),
+            2 => debug_slot(rng.arg(), rng.below(70)).map_or_else(|e| e as u64, |_| 0),
+            3..=6 => {
+                // Retype with plausible arguments from the big untyped.
+                let mr0 = rng.below(11) | rng.below(30) << 32;
+                let mr2 = 64 | rng.below(5) << 32;
+                let info = MessageInfo::new(1, 4);
+                let target = if rng.below(4) == 0 { rng.arg() } else { ut };
+                call(target, info, [mr0, 1, mr2, FREE + rng.below(64)])
+                    .map_or_else(|e| e as u64, |_| 0)
+            }
+            _ => {
+                let label = rng.below(9);
+                // Slot arguments never name the boot caps below FREE (the root CNode's own
+                // cap and the Untypeds), so the end-of-run accounting check stays possible.
+                let dest = if rng.below(4) == 0 {
+                    rng.arg().max(FREE)
+                } else {
+                    FREE + rng.below(64)
+                };
+                let src = if rng.below(4) == 0 {
+                    rng.arg().max(FREE)
+                } else {
+                    FREE + rng.below(64)
+                };
+                let depths = if rng.below(4) == 0 {
+                    rng.arg()
+                } else {
+                    64 | 64 << 8 | rng.below(32) << 16
+                };
+                let node = if rng.below(8) == 0 { rng.arg() } else { ROOT };
+                let badge = rng.arg();
+                call(node, MessageInfo::new(label, 4), [dest, src, depths, badge])
+                    .map_or_else(|e| e as u64, |_| 0)
+            }
+        };
+        if r == 0 {
+            ok += 1;
+        }
+    }
+    let _ = revoke(ut);
+    // Everything made from the untyped is gone: all of it can be retyped again.
+    let whole = retype(ut, 0, bits, ROOT, FREE, 1).is_ok();
+    let _ = revoke(ut);
+    defmt::info!(
+        "fuzz: {=u64} calls done, {=u64} succeeded; untyped whole again: {=bool}",
+        count,
+        ok,
+        whole
+    );
+    if whole {
+        0
+    } else {
+        1
+    }
+}
