@@ -17,3 +17,4 @@ pub mod esr;
 pub mod frames;
 pub mod logwire;
 pub mod stage2;
+pub mod thread;

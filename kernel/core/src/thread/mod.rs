@@ -1,0 +1,377 @@
+//! Threads, run queues and endpoint IPC, over object memory.
+//!
+//! TCBs and endpoints are objects in retyped memory; this module reads and writes their
+//! fields through [`ObjMem`] (word access by physical address), so the same code runs
+//! on the kernel's identity map and on host test memory. The kernel holds its scheduler
+//! lock around every call; nothing here blocks or allocates.
+//!
+//! IPC follows seL4's synchronous endpoints: a sender meets a waiting receiver (or
+//! queues), a receiver meets a waiting sender (or queues); Call additionally leaves the
+//! caller blocked until the receiver replies. A message is the message info word (x1) and
+//! message registers 0..3 (x2..x5); the receiver also gets the badge of the sender's cap
+//! (x6) and 0 in x0. Queues are FIFO, linked through the TCBs.
+
+/// Word access to kernel objects.
+pub trait ObjMem {
+    /// Reads the word at `addr`.
+    fn rd(&self, addr: u64) -> u64;
+    /// Writes the word at `addr`.
+    fn wr(&mut self, addr: u64, v: u64);
+}
+
+/// TCB field offsets (the object is 2 KiB; the register context comes first so the
+/// kernel's entry code can save straight into it).
+pub mod tcb {
+    /// Saved registers: x0..x30, SP_EL0, ELR, SPSR (34 words).
+    pub const CTX: u64 = 0;
+    /// [`super::State`].
+    pub const STATE: u64 = 0x110;
+    /// Endpoint it is queued on.
+    pub const BLOCKED_ON: u64 = 0x118;
+    /// Next in its queue (run queue or endpoint queue).
+    pub const NEXT: u64 = 0x120;
+    /// Previous in its queue.
+    pub const PREV: u64 = 0x128;
+    /// Priority (0..=255).
+    pub const PRIO: u64 = 0x130;
+    /// The caller waiting for this thread's reply (0 = none).
+    pub const CALLER: u64 = 0x138;
+    /// While queued to send: the badge of the cap used.
+    pub const SEND_BADGE: u64 = 0x140;
+    /// While queued to send: 1 if it was a Call.
+    pub const SEND_IS_CALL: u64 = 0x148;
+    /// While blocked on reply: the thread that owes the reply.
+    pub const REPLY_FROM: u64 = 0x150;
+    /// Stage-2 translation of its address space (VTTBR_EL2 value).
+    pub const VTTBR: u64 = 0x158;
+    /// Its CSpace root: a CNode slot (32 bytes) inside the TCB.
+    pub const CSPACE_SLOT: u64 = 0x180;
+    /// Byte offset of register `x(n)` in the context.
+    pub const fn reg(n: u64) -> u64 {
+        CTX + 8 * n
+    }
+}
+
+/// Thread states.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not running (new or suspended).
+    Inactive = 0,
+    /// Running or in a run queue.
+    Ready = 1,
+    /// Queued on an endpoint to send.
+    BlockedSend = 2,
+    /// Queued on an endpoint to receive.
+    BlockedRecv = 3,
+    /// Waiting for the reply to its Call.
+    BlockedReply = 4,
+}
+
+impl State {
+    fn from(v: u64) -> State {
+        match v {
+            1 => State::Ready,
+            2 => State::BlockedSend,
+            3 => State::BlockedRecv,
+            4 => State::BlockedReply,
+            _ => State::Inactive,
+        }
+    }
+}
+
+/// A thread's state.
+pub fn state<M: ObjMem>(m: &M, t: u64) -> State {
+    State::from(m.rd(t + tcb::STATE))
+}
+
+fn set_state<M: ObjMem>(m: &mut M, t: u64, s: State) {
+    m.wr(t + tcb::STATE, s as u64);
+}
+
+/// Endpoint words: 0 = queue head with the queue kind in bits 1:0, 1 = tail.
+const EP_IDLE: u64 = 0;
+const EP_SEND: u64 = 1;
+const EP_RECV: u64 = 2;
+
+fn ep_queue<M: ObjMem>(m: &M, ep: u64) -> (u64, u64, u64) {
+    let w = m.rd(ep);
+    (w & 3, w & !3, m.rd(ep + 8))
+}
+
+fn ep_set<M: ObjMem>(m: &mut M, ep: u64, kind: u64, head: u64, tail: u64) {
+    let kind = if head == 0 { EP_IDLE } else { kind };
+    m.wr(ep, head | kind);
+    m.wr(ep + 8, tail);
+}
+
+fn ep_enqueue<M: ObjMem>(m: &mut M, ep: u64, kind: u64, t: u64) {
+    let (_, head, tail) = ep_queue(m, ep);
+    m.wr(t + tcb::NEXT, 0);
+    m.wr(t + tcb::PREV, tail);
+    m.wr(t + tcb::BLOCKED_ON, ep);
+    if tail != 0 {
+        m.wr(tail + tcb::NEXT, t);
+        ep_set(m, ep, kind, head, t);
+    } else {
+        ep_set(m, ep, kind, t, t);
+    }
+}
+
+/// Takes `t` off the endpoint queue it is on.
+fn ep_remove<M: ObjMem>(m: &mut M, t: u64) {
+    let ep = m.rd(t + tcb::BLOCKED_ON);
+    let (kind, mut head, mut tail) = ep_queue(m, ep);
+    let (next, prev) = (m.rd(t + tcb::NEXT), m.rd(t + tcb::PREV));
+    if prev != 0 {
+        m.wr(prev + tcb::NEXT, next);
+    } else {
+        head = next;
+    }
+    if next != 0 {
+        m.wr(next + tcb::PREV, prev);
+    } else {
+        tail = prev;
+    }
+    ep_set(m, ep, kind, head, tail);
+    m.wr(t + tcb::NEXT, 0);
+    m.wr(t + tcb::PREV, 0);
+    m.wr(t + tcb::BLOCKED_ON, 0);
+}
+
+/// Copies the message (x1..x5) from `from` to `to` and gives `to` the badge and x0 = 0.
+fn transfer<M: ObjMem>(m: &mut M, from: u64, to: u64, badge: u64) {
+    for r in 1..=5 {
+        let v = m.rd(from + tcb::reg(r));
+        m.wr(to + tcb::reg(r), v);
+    }
+    m.wr(to + tcb::reg(0), 0);
+    m.wr(to + tcb::reg(6), badge);
+}
+
+/// What the current thread does after an IPC operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// It carries on (its x0 holds the result).
+    Continue,
+    /// It blocked: the kernel must pick another thread.
+    Blocked,
+}
+
+/// Send (or Call) on endpoint `ep` with the cap's `badge`. `wake` is told of every
+/// thread made ready. Non-blocking sends to an endpoint with no receiver are dropped.
+pub fn send<M: ObjMem>(
+    m: &mut M,
+    cur: u64,
+    ep: u64,
+    badge: u64,
+    call: bool,
+    block: bool,
+    wake: &mut dyn FnMut(&mut M, u64),
+) -> After {
+    let (kind, head, _) = ep_queue(m, ep);
+    if kind == EP_RECV {
+        ep_remove(m, head);
+        transfer(m, cur, head, badge);
+        set_state(m, head, State::Ready);
+        wake(m, head);
+        if call {
+            m.wr(head + tcb::CALLER, cur);
+            m.wr(cur + tcb::REPLY_FROM, head);
+            set_state(m, cur, State::BlockedReply);
+            return After::Blocked;
+        }
+        m.wr(cur + tcb::reg(0), 0);
+        return After::Continue;
+    }
+    if !block && !call {
+        m.wr(cur + tcb::reg(0), 0);
+        return After::Continue;
+    }
+    m.wr(cur + tcb::SEND_BADGE, badge);
+    m.wr(cur + tcb::SEND_IS_CALL, call as u64);
+    set_state(m, cur, State::BlockedSend);
+    ep_enqueue(m, ep, EP_SEND, cur);
+    After::Blocked
+}
+
+/// Receive on `ep`. A non-blocking receive with no sender returns at once with an empty
+/// message (x1 = 0, badge 0).
+pub fn recv<M: ObjMem>(
+    m: &mut M,
+    cur: u64,
+    ep: u64,
+    block: bool,
+    wake: &mut dyn FnMut(&mut M, u64),
+) -> After {
+    let (kind, head, _) = ep_queue(m, ep);
+    if kind == EP_SEND {
+        ep_remove(m, head);
+        let badge = m.rd(head + tcb::SEND_BADGE);
+        transfer(m, head, cur, badge);
+        if m.rd(head + tcb::SEND_IS_CALL) != 0 {
+            m.wr(cur + tcb::CALLER, head);
+            m.wr(head + tcb::REPLY_FROM, cur);
+            set_state(m, head, State::BlockedReply);
+        } else {
+            m.wr(head + tcb::reg(0), 0);
+            set_state(m, head, State::Ready);
+            wake(m, head);
+        }
+        return After::Continue;
+    }
+    if !block {
+        m.wr(cur + tcb::reg(0), 0);
+        m.wr(cur + tcb::reg(1), 0);
+        m.wr(cur + tcb::reg(6), 0);
+        return After::Continue;
+    }
+    set_state(m, cur, State::BlockedRecv);
+    ep_enqueue(m, ep, EP_RECV, cur);
+    After::Blocked
+}
+
+/// Reply to the thread whose Call this thread received; a reply with no caller waiting is
+/// dropped (as in seL4).
+pub fn reply<M: ObjMem>(m: &mut M, cur: u64, wake: &mut dyn FnMut(&mut M, u64)) {
+    let caller = m.rd(cur + tcb::CALLER);
+    m.wr(cur + tcb::CALLER, 0);
+    if caller != 0
+        && state(m, caller) == State::BlockedReply
+        && m.rd(caller + tcb::REPLY_FROM) == cur
+    {
+        transfer(m, cur, caller, 0);
+        m.wr(caller + tcb::REPLY_FROM, 0);
+        set_state(m, caller, State::Ready);
+        wake(m, caller);
+    }
+}
+
+/// Stops `t` wherever it is blocked (it becomes Inactive with `x0 = error`): used for
+/// suspend, for TCB destruction and, for each waiter, when an endpoint is destroyed.
+/// A thread in a run queue must be taken out of it by the caller first.
+pub fn cancel<M: ObjMem>(m: &mut M, t: u64, error: u64) {
+    match state(m, t) {
+        State::BlockedSend | State::BlockedRecv => ep_remove(m, t),
+        State::BlockedReply => {
+            let server = m.rd(t + tcb::REPLY_FROM);
+            if server != 0 && m.rd(server + tcb::CALLER) == t {
+                m.wr(server + tcb::CALLER, 0);
+            }
+            m.wr(t + tcb::REPLY_FROM, 0);
+        }
+        State::Ready | State::Inactive => {}
+    }
+    // A server that owes this thread nothing any more.
+    let caller = m.rd(t + tcb::CALLER);
+    if caller != 0 && m.rd(caller + tcb::REPLY_FROM) == t {
+        m.wr(caller + tcb::REPLY_FROM, 0);
+    }
+    m.wr(t + tcb::CALLER, 0);
+    m.wr(t + tcb::reg(0), error);
+    set_state(m, t, State::Inactive);
+}
+
+/// Every thread queued on `ep`, removed and made ready with `x0 = error` (the endpoint is
+/// being destroyed). `wake` is told of each.
+pub fn abort_endpoint<M: ObjMem>(
+    m: &mut M,
+    ep: u64,
+    error: u64,
+    wake: &mut dyn FnMut(&mut M, u64),
+) {
+    loop {
+        let (_, head, _) = ep_queue(m, ep);
+        if head == 0 {
+            return;
+        }
+        ep_remove(m, head);
+        m.wr(head + tcb::reg(0), error);
+        set_state(m, head, State::Ready);
+        wake(m, head);
+    }
+}
+
+/// Ready threads of one core by priority: FIFO per priority, a bitmap to find the
+/// highest non-empty level. Links go through the TCBs' NEXT/PREV; the running thread is
+/// not in the queue.
+pub struct RunQueue {
+    bitmap: [u64; 4],
+    head: [u64; 256],
+    tail: [u64; 256],
+}
+
+impl Default for RunQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        RunQueue {
+            bitmap: [0; 4],
+            head: [0; 256],
+            tail: [0; 256],
+        }
+    }
+
+    /// Appends `t` at its priority.
+    pub fn push<M: ObjMem>(&mut self, m: &mut M, t: u64) {
+        let p = (m.rd(t + tcb::PRIO) & 0xff) as usize;
+        m.wr(t + tcb::NEXT, 0);
+        m.wr(t + tcb::PREV, self.tail[p]);
+        if self.tail[p] != 0 {
+            m.wr(self.tail[p] + tcb::NEXT, t);
+        } else {
+            self.head[p] = t;
+        }
+        self.tail[p] = t;
+        self.bitmap[p / 64] |= 1 << (p % 64);
+    }
+
+    /// Removes `t` if it is queued here (true if it was).
+    pub fn remove<M: ObjMem>(&mut self, m: &mut M, t: u64) -> bool {
+        let p = (m.rd(t + tcb::PRIO) & 0xff) as usize;
+        let (next, prev) = (m.rd(t + tcb::NEXT), m.rd(t + tcb::PREV));
+        if prev == 0 && self.head[p] != t {
+            return false;
+        }
+        if prev != 0 {
+            m.wr(prev + tcb::NEXT, next);
+        } else {
+            self.head[p] = next;
+        }
+        if next != 0 {
+            m.wr(next + tcb::PREV, prev);
+        } else {
+            self.tail[p] = prev;
+        }
+        if self.head[p] == 0 {
+            self.bitmap[p / 64] &= !(1 << (p % 64));
+        }
+        m.wr(t + tcb::NEXT, 0);
+        m.wr(t + tcb::PREV, 0);
+        true
+    }
+
+    /// Highest priority with a ready thread.
+    pub fn top_priority(&self) -> Option<u8> {
+        (0..4)
+            .rev()
+            .find(|&i| self.bitmap[i] != 0)
+            .map(|i| (i * 64 + 63 - self.bitmap[i].leading_zeros() as usize) as u8)
+    }
+
+    /// Takes the first thread of the highest priority.
+    pub fn pop<M: ObjMem>(&mut self, m: &mut M) -> Option<u64> {
+        let p = self.top_priority()? as usize;
+        let t = self.head[p];
+        self.remove(m, t);
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests;
