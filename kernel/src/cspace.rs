@@ -11,7 +11,9 @@ use kcore::addr::{PhysAddr, PhysRange};
 use kcore::cap::{self, Addr, Cap, Cte, SlotMem, CTE_WORDS};
 use kcore::frames::pow2_blocks;
 
+use crate::sched::{self, KObj};
 use crate::sync::SpinLock;
+use kcore::thread::{self, tcb, ObjMem, State};
 
 /// Slots in kernel memory (CNode objects in retyped RAM, identity mapped).
 pub struct KernelSlots;
@@ -44,6 +46,22 @@ impl SlotMem for KernelSlots {
         // SAFETY: a new object retyped from non-device Untyped memory: RAM inside the
         // untyped's region, which no other object uses (retype never overlaps objects).
         unsafe { core::ptr::write_bytes(addr as usize as *mut u8, 0, size as usize) };
+    }
+
+    fn destroyed(&mut self, cap: &Cap) {
+        defmt::trace!("destroyed: {=u64:#x}", cap.encode()[0]);
+        match *cap {
+            // The thread stops; the CSpace root cap inside the dead TCB stays in the
+            // derivation tree until its Untyped is revoked (deleting it here could recurse
+            // without bound through TCB -> CNode -> TCB chains).
+            Cap::Tcb { addr } => sched::stop(addr, Error::Aborted as u64),
+            Cap::Endpoint { addr, .. } => sched::with(|s| {
+                thread::abort_endpoint(&mut KObj, addr, Error::Aborted as u64, &mut |m, t| {
+                    s.rq.push(m, t)
+                })
+            }),
+            _ => {}
+        }
     }
 }
 
@@ -91,6 +109,23 @@ pub fn make_empty_root(frames: PhysAddr) -> CSpace {
     CSpace { root, untypeds: 0 }
 }
 
+/// Gives a boot task's first thread its CSpace root: a copy of the root CNode's own cap
+/// (slot 1), placed in the TCB's CSpace slot as its child.
+pub fn give_root(cs: &CSpace, tcb_addr: u64) {
+    if let Cap::CNode { addr, .. } = cs.root {
+        let _ = cap::derive_into(
+            &mut *CAPS.lock(),
+            addr + (1 << SLOT_BITS),
+            tcb_addr + tcb::CSPACE_SLOT,
+        );
+    }
+}
+
+/// Deletes the CSpace root cap of a boot task's first thread.
+pub fn take_root(tcb_addr: u64) {
+    cap::delete_at(&mut *CAPS.lock(), tcb_addr + tcb::CSPACE_SLOT);
+}
+
 /// Deletes every cap of a task's CSpace (objects whose last cap goes are destroyed).
 pub fn destroy(cs: &CSpace) {
     if let Cap::CNode { addr, radix, .. } = cs.root {
@@ -102,10 +137,27 @@ fn depth(mr: u64, shift: u32) -> u32 {
     ((mr >> shift) & 0xff) as u32
 }
 
-/// Performs a Call on the cap at `cptr` (depth 64 in `cs`).
-pub fn invoke(cs: &CSpace, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result<(), Error> {
+/// The cap at `cptr` (depth 64) in thread `t`'s CSpace.
+pub fn cap_of(t: u64, cptr: u64) -> Result<Cap, Error> {
+    let mem = CAPS.lock();
+    let root = mem.read(t + tcb::CSPACE_SLOT).cap;
+    let slot = cap::lookup(
+        &*mem,
+        &root,
+        Addr {
+            index: cptr,
+            depth: 64,
+        },
+    )?;
+    Ok(mem.read(slot).cap)
+}
+
+/// Performs an object invocation (a Call on a cap that is not an endpoint) for thread
+/// `caller` on the cap at `cptr` (depth 64 in its CSpace).
+pub fn invoke(caller: u64, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result<(), Error> {
     let mut mem = CAPS.lock();
     let mem = &mut *mem;
+    let root = mem.read(caller + tcb::CSPACE_SLOT).cap;
     let label = info.label();
     let invoked = Addr {
         index: cptr,
@@ -119,10 +171,13 @@ pub fn invoke(cs: &CSpace, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result
         let ty = mr[0] & 0xffff_ffff;
         let size_bits = (mr[0] >> 32) as u32;
         let count = mr[2] >> 32;
-        return cap::retype(mem, &cs.root, invoked, ty, size_bits, dest, mr[3], count);
+        return cap::retype(mem, &root, invoked, ty, size_bits, dest, mr[3], count);
     }
-    let slot = cap::lookup(mem, &cs.root, invoked)?;
+    let slot = cap::lookup(mem, &root, invoked)?;
     let node = mem.read(slot).cap;
+    if let Cap::Tcb { addr } = node {
+        return invoke_tcb(mem, caller, &root, addr, label, mr);
+    }
     let Cap::CNode { .. } = node else {
         return Err(if node.is_null() {
             Error::InvalidCapability
@@ -150,15 +205,91 @@ pub fn invoke(cs: &CSpace, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result
     }
 }
 
-/// DebugSlot: the encoded cap at (`index`, `depth`), the slot's address and its parent's.
-pub fn describe(
-    cs: &CSpace,
-    index: u64,
-    depth: u64,
-) -> Result<([u64; 2], u64, Option<u64>), Error> {
+fn invoke_tcb(
+    mem: &mut KernelSlots,
+    caller: u64,
+    root: &Cap,
+    t: u64,
+    label: u64,
+    mr: [u64; 4],
+) -> Result<(), Error> {
+    let st = thread::state(&KObj, t);
+    match label {
+        invocation::TCB_CONFIGURE => {
+            let slot = cap::lookup(
+                mem,
+                root,
+                Addr {
+                    index: mr[0],
+                    depth: 64,
+                },
+            )?;
+            if !matches!(mem.read(slot).cap, Cap::CNode { .. }) {
+                return Err(Error::InvalidCapability);
+            }
+            if mr[1] > 255 {
+                return Err(Error::RangeError);
+            }
+            if st != State::Inactive {
+                return Err(Error::IllegalOperation);
+            }
+            cap::delete_at(mem, t + tcb::CSPACE_SLOT);
+            cap::derive_into(mem, slot, t + tcb::CSPACE_SLOT)?;
+            KObj.wr(t + tcb::PRIO, mr[1]);
+            KObj.wr(t + tcb::VTTBR, KObj.rd(caller + tcb::VTTBR));
+            Ok(())
+        }
+        invocation::TCB_WRITE_REGISTERS => {
+            if st != State::Inactive {
+                return Err(Error::IllegalOperation);
+            }
+            KObj.wr(t + tcb::CTX + 32 * 8, mr[0]);
+            KObj.wr(t + tcb::CTX + 31 * 8, mr[1]);
+            KObj.wr(t + tcb::reg(0), mr[2]);
+            KObj.wr(t + tcb::reg(1), mr[3]);
+            KObj.wr(t + tcb::CTX + 33 * 8, 0); // EL0t, interrupts unmasked
+            Ok(())
+        }
+        invocation::TCB_RESUME => {
+            if mem.read(t + tcb::CSPACE_SLOT).cap.is_null() || KObj.rd(t + tcb::VTTBR) == 0 {
+                return Err(Error::IllegalOperation);
+            }
+            if st == State::Inactive {
+                sched::with(|s| {
+                    KObj.wr(t + tcb::STATE, State::Ready as u64);
+                    sched::wake(s, t);
+                });
+            }
+            Ok(())
+        }
+        invocation::TCB_SUSPEND => {
+            sched::stop(t, Error::Aborted as u64);
+            Ok(())
+        }
+        invocation::TCB_SET_PRIORITY => {
+            if mr[0] > 255 {
+                return Err(Error::RangeError);
+            }
+            sched::with(|s| {
+                let queued = s.rq.remove(&mut KObj, t);
+                KObj.wr(t + tcb::PRIO, mr[0]);
+                if queued {
+                    s.rq.push(&mut KObj, t);
+                }
+            });
+            Ok(())
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+/// DebugSlot: the encoded cap at (`index`, `depth`) in thread `t`'s CSpace, the slot's
+/// address and its parent's.
+pub fn describe(t: u64, index: u64, depth: u64) -> Result<([u64; 2], u64, Option<u64>), Error> {
     let mem = CAPS.lock();
+    let root = mem.read(t + tcb::CSPACE_SLOT).cap;
     let d = u32::try_from(depth).map_err(|_| Error::RangeError)?;
-    let slot = cap::lookup(&*mem, &cs.root, Addr { index, depth: d })?;
+    let slot = cap::lookup(&*mem, &root, Addr { index, depth: d })?;
     Ok((
         mem.read(slot).cap.encode(),
         slot,

@@ -20,6 +20,8 @@ mod log;
 #[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
+mod sched;
+#[cfg(target_os = "none")]
 mod sync;
 #[cfg(target_os = "none")]
 mod task;

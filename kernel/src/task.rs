@@ -11,14 +11,17 @@ use kcore::bootimage::{Payload, Task as BootTask};
 use kcore::elf::{Elf, ElfError, PF_W, PF_X};
 use kcore::stage2::{self, MapError, MemType, Perms};
 
-use crate::arch::cpu::{self, UserContext};
 use crate::arch::regs::{isb, sysreg_write, tlbi_vmid_all_cores};
 use crate::cspace::{self, CSpace};
 use crate::mem::{self, IdentityMem};
+use crate::sched::{self, KObj};
 use crate::sync::SpinLock;
+use kcore::thread::{tcb, ObjMem, State};
 
 /// Top of every task's stack (IPA).
 pub const STACK_TOP: u64 = 0x1_0000_0000;
+/// Priority of a boot task's first thread.
+pub const ROOT_PRIORITY: u64 = 254;
 /// Stack pages per task.
 pub const STACK_PAGES: u64 = 8;
 /// HCR_EL2 while a native task runs: VM | SWIO | FMO | IMO | AMO | TSC | TGE | TVM | TTLB
@@ -48,14 +51,14 @@ pub enum LoadError {
     NoMemory,
 }
 
-/// A loaded boot task.
+/// A loaded boot task: an address space, a CSpace and its first thread.
 pub struct Task {
     /// Name from the payload.
     pub name: &'static str,
     /// Payload slot (its log tag).
     pub slot: usize,
-    /// Saved registers.
-    pub ctx: UserContext,
+    /// Its first thread's TCB (a kernel-allocated frame).
+    pub tcb: u64,
     /// Stage-2 root (8 KiB).
     pub root: PhysAddr,
     /// VMID of its stage-2.
@@ -113,10 +116,18 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
     } else {
         cspace::make_root(cnode_frames, untyped)
     };
+    let Some(tcb_frame) = mem::alloc_zeroed() else {
+        mem::free(root);
+        mem::free(PhysAddr(root.0 + PAGE_SIZE));
+        for i in 0..pages {
+            mem::free(PhysAddr(cnode_frames.0 + i * PAGE_SIZE));
+        }
+        return Err(LoadError::NoMemory);
+    };
     let task = Task {
         name: t.name,
         slot: t.slot,
-        ctx: UserContext::default(),
+        tcb: tcb_frame.0,
         root,
         vmid: t.slot as u16 + 1,
         seen_syscall: false,
@@ -131,15 +142,25 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
             return Err(e);
         }
     }
-    let mut task = task;
-    task.ctx.x[0] = t.arg;
-    // Boot info in registers: first Untyped slot, their count, the root CNode's radix.
-    task.ctx.x[1] = 2;
-    task.ctx.x[2] = task.cspace.untypeds;
-    task.ctx.x[3] = cspace::ROOT_RADIX as u64;
-    task.ctx.elr = elf.entry();
-    task.ctx.sp = STACK_TOP;
-    task.ctx.spsr = 0; // EL0t, interrupts unmasked
+    // The first thread: registers (boot info in x1..x3: first Untyped slot, their
+    // count, the root CNode's radix), EL0t with interrupts unmasked, the task's address
+    // space, a CSpace root derived from the root CNode's own cap, top priority.
+    let regs = [
+        (tcb::reg(0), t.arg),
+        (tcb::reg(1), 2),
+        (tcb::reg(2), task.cspace.untypeds),
+        (tcb::reg(3), cspace::ROOT_RADIX as u64),
+        (tcb::CTX + 31 * 8, STACK_TOP),
+        (tcb::CTX + 32 * 8, elf.entry()),
+        (tcb::CTX + 33 * 8, 0),
+        (tcb::PRIO, ROOT_PRIORITY),
+        (tcb::VTTBR, task.vttbr()),
+        (tcb::STATE, State::Ready as u64),
+    ];
+    for (off, v) in regs {
+        KObj.wr(task.tcb + off, v);
+    }
+    cspace::give_root(&task.cspace, task.tcb);
     Ok(task)
 }
 
@@ -181,7 +202,11 @@ fn populate(task: &Task, elf: &Elf<'static>) -> Result<(), LoadError> {
 
 /// Unmaps and frees everything the task owns and drops its TLB entries everywhere.
 fn destroy(task: &Task) {
+    // Its threads go first (they may be queued anywhere), then its capabilities.
+    sched::reset();
+    cspace::take_root(task.tcb);
     cspace::destroy(&task.cspace);
+    mem::free(PhysAddr(task.tcb));
     for i in 0..cspace::ROOT_BYTES / PAGE_SIZE {
         mem::free(PhysAddr(task.cnode_frames.0 + i * PAGE_SIZE));
     }
@@ -276,10 +301,11 @@ impl Runner {
                     defmt::info!(
                         "task {=str} started at EL0: entry {=u64:#x}, VMID {=u16}, arg {=u64}",
                         t.name,
-                        t.ctx.elr,
+                        KObj.rd(t.tcb + tcb::CTX + 32 * 8),
                         t.vmid,
                         bt.arg
                     );
+                    sched::with(|s| sched::wake(s, t.tcb));
                     self.current = Some(t);
                     return true;
                 }
@@ -290,10 +316,10 @@ impl Runner {
     }
 }
 
-/// Switches this core to the runner's current task and returns to it; if there is none,
-/// shuts the kernel down.
-pub fn run_current(mut runner: crate::sync::Guard<'_, Runner>) -> ! {
-    let Some(t) = runner.current.as_mut() else {
+/// Leaves the kernel: runs whatever thread is due (see `sched::resume`); when no boot
+/// task is left, shuts the kernel down.
+pub fn run_current(runner: crate::sync::Guard<'_, Runner>) -> ! {
+    if runner.current.is_none() {
         let faulted = runner.faulted;
         drop(runner);
         defmt::info!(
@@ -301,16 +327,7 @@ pub fn run_current(mut runner: crate::sync::Guard<'_, Runner>) -> ! {
             faulted
         );
         crate::arch::psci::exit(0)
-    };
-    sysreg_write!("vtcr_el2", stage2::VTCR);
-    sysreg_write!("vttbr_el2", t.vttbr());
-    sysreg_write!("hcr_el2", HCR_NATIVE);
-    isb();
-    let ctx: *mut UserContext = &mut t.ctx;
-    cpu::set_context(ctx);
+    }
     drop(runner);
-    // SAFETY: `ctx` points into the static RUNNER's current task, which only this core
-    // changes, and only from kernel code entered from that task; it stays valid while
-    // the task runs.
-    crate::arch::resume_user(unsafe { &*ctx })
+    sched::resume()
 }

@@ -13,7 +13,12 @@ use kcore::logwire::{check_task_frame, task_tag, MAX_TASK_FRAME};
 use crate::arch::cpu::{self, UserContext};
 use crate::arch::regs::sysreg_read;
 use crate::arch::{gic, psci, timer};
+use crate::cspace;
+use crate::sched::{self, KObj};
 use crate::task::{self, End, RUNNER};
+use bulkhead_sys::cap::rights;
+use kcore::cap::Cap;
+use kcore::thread::{self, tcb, ObjMem};
 
 /// SGI the boot core sends to check that a core takes interrupts.
 pub const SGI_PING: u32 = 1;
@@ -50,78 +55,178 @@ fn report(who: &str, what: &str, ctx_elr: u64, ctx_spsr: u64) {
     }
 }
 
-/// Ends the current task after a fault and moves on.
-fn kill_current(ctx: &UserContext, what: &str) -> ! {
+/// Handles a fault of the running thread: a boot task's first thread takes its whole
+/// task down; any other thread is stopped alone (fault endpoints arrive with IPC faults).
+fn fault(regs: &UserContext, what: &str) -> ! {
+    let cur = sched::current();
     let mut r = RUNNER.lock();
-    let name = r.current.as_ref().map_or("?", |t| t.name);
-    report("task", name, ctx.elr, ctx.spsr);
+    let (name, root) = r.current.as_ref().map_or(("?", 0), |t| (t.name, t.tcb));
+    if cur == root {
+        report("task", name, regs.elr, regs.spsr);
+        defmt::warn!(
+            "task {=str} killed by a fault ({=str}); the kernel carries on",
+            name,
+            what
+        );
+        r.end_current(End::Faulted);
+        r.load_next();
+        task::run_current(r);
+    }
+    drop(r);
+    report("thread of task", name, regs.elr, regs.spsr);
     defmt::warn!(
-        "task {=str} killed by a fault ({=str}); the kernel carries on",
+        "thread {=u64:#x} of task {=str} stopped by a fault ({=str})",
+        cur,
         name,
         what
     );
-    r.end_current(End::Faulted);
-    r.load_next();
-    task::run_current(r)
+    sched::stop(cur, Error::Aborted as u64);
+    sched::resume()
 }
 
 /// Synchronous exception from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_sync(ctx: *mut UserContext) -> ! {
-    // SAFETY: entry.S passes the current task's context, saved just now; the task is
-    // stopped and only this core touches its context.
-    let ctx = unsafe { &mut *ctx };
+    // SAFETY: entry.S passes the running thread's saved registers (the start of its TCB),
+    // written just now; we copy them out and from here on touch the TCB only through
+    // `KObj`, so no reference to it is held while it changes.
+    let regs = unsafe { ctx.read() };
     let esr = Esr(sysreg_read!("esr_el2"));
     match esr.class() {
-        ExceptionClass::Svc64 => syscall(ctx),
-        ExceptionClass::DataAbortLowerEl => kill_current(ctx, "data abort"),
-        ExceptionClass::InstrAbortLowerEl => kill_current(ctx, "instruction abort"),
-        ExceptionClass::Unknown => kill_current(ctx, "undefined instruction"),
-        _ => kill_current(ctx, "unexpected exception"),
+        ExceptionClass::Svc64 => syscall(&regs),
+        ExceptionClass::DataAbortLowerEl => fault(&regs, "data abort"),
+        ExceptionClass::InstrAbortLowerEl => fault(&regs, "instruction abort"),
+        ExceptionClass::Unknown => fault(&regs, "undefined instruction"),
+        _ => fault(&regs, "unexpected exception"),
     }
 }
 
-fn syscall(ctx: &mut UserContext) -> ! {
-    let mut r = RUNNER.lock();
-    let Some(t) = r.current.as_mut() else {
-        drop(r);
-        panic!("syscall with no current task");
-    };
-    if !t.seen_syscall {
-        t.seen_syscall = true;
-        // SPSR_EL2.M[3:0] says where the call came from; 0b0000 is EL0t.
-        if ctx.spsr & 0xf == 0 {
-            defmt::info!("task {=str}: first syscall, from EL0", t.name);
-        }
-    }
-    let ret = match Syscall::from_raw(ctx.x[7]) {
-        Some(Syscall::DebugLog) => debug_log(t, ctx.x[0], ctx.x[1]),
-        Some(Syscall::Call) => {
-            let mr = [ctx.x[2], ctx.x[3], ctx.x[4], ctx.x[5]];
-            crate::cspace::invoke(&t.cspace, ctx.x[0], MessageInfo(ctx.x[1]), mr)
-        }
-        Some(Syscall::DebugSlot) => match crate::cspace::describe(&t.cspace, ctx.x[0], ctx.x[1]) {
-            Ok((cap, addr, parent)) => {
-                ctx.x[1] = cap[0];
-                ctx.x[2] = cap[1];
-                ctx.x[3] = addr;
-                ctx.x[4] = parent.unwrap_or(u64::MAX);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
-        Some(Syscall::Exit) => {
-            r.end_current(End::Exited(ctx.x[0]));
-            r.load_next();
-            task::run_current(r)
-        }
-        None => Err(Error::UnknownSyscall),
-    };
-    ctx.x[0] = match ret {
+fn set(t: u64, reg: u64, v: u64) {
+    KObj.wr(t + tcb::reg(reg), v);
+}
+
+fn code(r: Result<(), Error>) -> u64 {
+    match r {
         Ok(()) => 0,
         Err(e) => e as u64,
-    };
-    task::run_current(r)
+    }
+}
+
+/// The endpoint at `cptr` in `t`'s CSpace, if it carries `right`: (address, badge).
+fn endpoint(t: u64, cptr: u64, right: u8) -> Result<(u64, u64), Error> {
+    match cspace::cap_of(t, cptr)? {
+        Cap::Endpoint {
+            addr,
+            rights,
+            badge,
+        } if rights & right != 0 => Ok((addr, badge)),
+        _ => Err(Error::InvalidCapability),
+    }
+}
+
+fn ipc_send(cur: u64, cptr: u64, call: bool, block: bool) {
+    match endpoint(cur, cptr, rights::WRITE) {
+        Ok((ep, badge)) => {
+            sched::with(|s| {
+                thread::send(&mut KObj, cur, ep, badge, call, block, &mut |m, t| {
+                    s.rq.push(m, t)
+                })
+            });
+        }
+        Err(e) => set(cur, 0, e as u64),
+    }
+}
+
+fn ipc_recv(cur: u64, cptr: u64, block: bool) {
+    match endpoint(cur, cptr, rights::READ) {
+        Ok((ep, _)) => {
+            sched::with(|s| thread::recv(&mut KObj, cur, ep, block, &mut |m, t| s.rq.push(m, t)));
+        }
+        Err(e) => set(cur, 0, e as u64),
+    }
+}
+
+fn syscall(regs: &UserContext) -> ! {
+    let cur = sched::current();
+    let x = &regs.x;
+    defmt::trace!(
+        "syscall {=u64} from {=u64:#x}: x0 {=u64:#x} x1 {=u64:#x}",
+        x[7],
+        cur,
+        x[0],
+        x[1]
+    );
+    {
+        let mut r = RUNNER.lock();
+        if let Some(t) = r
+            .current
+            .as_mut()
+            .filter(|t| t.tcb == cur && !t.seen_syscall)
+        {
+            t.seen_syscall = true;
+            // SPSR_EL2.M[3:0] says where the call came from; 0b0000 is EL0t.
+            if regs.spsr & 0xf == 0 {
+                defmt::info!("task {=str}: first syscall, from EL0", t.name);
+            }
+        }
+    }
+    match Syscall::from_raw(x[7]) {
+        Some(Syscall::DebugLog) => {
+            let r = RUNNER.lock();
+            let res = match r.current.as_ref() {
+                Some(t) => debug_log(t, x[0], x[1]),
+                None => Err(Error::InvalidArgument),
+            };
+            drop(r);
+            set(cur, 0, code(res));
+        }
+        Some(Syscall::Exit) => {
+            let mut r = RUNNER.lock();
+            if r.current.as_ref().is_some_and(|t| t.tcb == cur) {
+                r.end_current(End::Exited(x[0]));
+                r.load_next();
+                task::run_current(r);
+            }
+            drop(r);
+            defmt::info!("thread {=u64:#x} exited with status {=u64}", cur, x[0]);
+            sched::stop(cur, 0);
+        }
+        Some(Syscall::Call) => match cspace::cap_of(cur, x[0]) {
+            Ok(Cap::Endpoint { .. }) => ipc_send(cur, x[0], true, true),
+            _ => {
+                let res = cspace::invoke(cur, x[0], MessageInfo(x[1]), [x[2], x[3], x[4], x[5]]);
+                set(cur, 0, code(res));
+            }
+        },
+        Some(Syscall::DebugSlot) => match cspace::describe(cur, x[0], x[1]) {
+            Ok((cap, addr, parent)) => {
+                set(cur, 0, 0);
+                set(cur, 1, cap[0]);
+                set(cur, 2, cap[1]);
+                set(cur, 3, addr);
+                set(cur, 4, parent.unwrap_or(u64::MAX));
+            }
+            Err(e) => set(cur, 0, e as u64),
+        },
+        Some(Syscall::Send) => ipc_send(cur, x[0], false, true),
+        Some(Syscall::NBSend) => ipc_send(cur, x[0], false, false),
+        Some(Syscall::Recv) => ipc_recv(cur, x[0], true),
+        Some(Syscall::NBRecv) => ipc_recv(cur, x[0], false),
+        Some(Syscall::Reply) => {
+            sched::with(|s| thread::reply(&mut KObj, cur, &mut |m, t| s.rq.push(m, t)));
+            set(cur, 0, 0);
+        }
+        Some(Syscall::ReplyRecv) => {
+            sched::with(|s| thread::reply(&mut KObj, cur, &mut |m, t| s.rq.push(m, t)));
+            ipc_recv(cur, x[0], true);
+        }
+        Some(Syscall::Yield) => {
+            set(cur, 0, 0);
+            sched::tick();
+        }
+        None => set(cur, 0, Error::UnknownSyscall as u64),
+    }
+    sched::resume()
 }
 
 fn debug_log(t: &task::Task, addr: u64, len: u64) -> Result<(), Error> {
@@ -142,21 +247,21 @@ fn debug_log(t: &task::Task, addr: u64, len: u64) -> Result<(), Error> {
 #[no_mangle]
 extern "C" fn bh_lower_irq(_ctx: *mut UserContext) -> ! {
     handle_irqs();
-    task::run_current(RUNNER.lock())
+    sched::resume()
 }
 
 /// FIQ from EL0 (never routed here on purpose).
 #[no_mangle]
 extern "C" fn bh_lower_fiq(ctx: *mut UserContext) -> ! {
     // SAFETY: as in `bh_lower_sync`.
-    kill_current(unsafe { &*ctx }, "FIQ")
+    fault(&unsafe { ctx.read() }, "FIQ")
 }
 
 /// SError from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_serror(ctx: *mut UserContext) -> ! {
     // SAFETY: as in `bh_lower_sync`.
-    kill_current(unsafe { &*ctx }, "SError")
+    fault(&unsafe { ctx.read() }, "SError")
 }
 
 /// IRQ taken in the kernel (only while idle or waiting with IRQs unmasked).
@@ -176,6 +281,7 @@ fn handle_irqs() {
             26 => {
                 timer::arm_next();
                 me.ticks.fetch_add(1, Ordering::Relaxed);
+                sched::tick();
             }
             SGI_PING => {
                 me.sgis.fetch_add(1, Ordering::Relaxed);

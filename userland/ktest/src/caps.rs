@@ -7,7 +7,8 @@ use bulkhead_sys::cap::{rights, ObjectType, MAX_BADGE};
 use bulkhead_sys::{invocation, Error};
 use kcore::cap::Cap;
 
-type Case = fn(u64) -> Outcome;
+/// A test case: gets the Untyped slot it may use.
+pub type Case = fn(u64) -> Outcome;
 
 const F: u64 = FREE;
 const EP: ObjectType = ObjectType::Endpoint;
@@ -131,11 +132,11 @@ fn retype_bad_sizes(ut: u64) -> Outcome {
     )
 }
 fn retype_from_non_untyped(ut: u64) -> Outcome {
-    make(ut, EP, 0, F).map_err(|_| "setup")?;
+    make(ut, ObjectType::Notification, 0, F).map_err(|_| "setup")?;
     expect(
         retype(F, EP as u64, 0, ROOT, F + 1, 1),
         Err(Error::IllegalOperation),
-        "from endpoint",
+        "from notification",
     )
 }
 fn retype_from_empty(_ut: u64) -> Outcome {
@@ -448,11 +449,11 @@ fn lookup_depth_errors(ut: u64) -> Outcome {
     )
 }
 fn invoke_errors(ut: u64) -> Outcome {
-    make(ut, EP, 0, F).map_err(|_| "setup")?;
+    make(ut, ObjectType::Notification, 0, F).map_err(|_| "setup")?;
     expect(
         cnode(F, invocation::CNODE_COPY, F + 1, F, rights::ALL, 0),
         Err(Error::IllegalOperation),
-        "endpoint as cnode",
+        "notification as cnode",
     )?;
     expect(
         cnode(F + 5, invocation::CNODE_COPY, F + 1, F, rights::ALL, 0),
@@ -543,6 +544,7 @@ const CASES: &[(&str, Case)] = &[
 
 /// Runs every case; returns the number that failed (0 = success).
 pub fn run_all() -> u64 {
+    let cases = CASES.iter().chain(crate::threads::CASES.iter());
     let Some((ut, base, bits)) = largest_untyped() else {
         defmt::error!("ktest: no Untyped memory was given to this task");
         return 1;
@@ -554,7 +556,7 @@ pub fn run_all() -> u64 {
         bits
     );
     let (mut passed, mut failed) = (0u64, 0u64);
-    for (name, case) in CASES {
+    for (name, case) in cases {
         let _ = revoke(ut);
         match case(ut) {
             Ok(()) => {

@@ -21,6 +21,22 @@ pub enum Syscall {
     /// root). Returns `x0` = 0 or an [`Error`], `x1`, `x2` = the slot's encoded cap,
     /// `x3` = the slot's address, `x4` = its parent's slot address or `u64::MAX`. For tests.
     DebugSlot = 4,
+    /// Send on the endpoint at `x0` (needs Write), message in x1..x5; blocks until a
+    /// receiver takes it. Returns `x0` = 0 or an [`Error`].
+    Send = 5,
+    /// As Send, but if no receiver waits the message is dropped and the call returns.
+    NBSend = 6,
+    /// Receive on the endpoint at `x0` (needs Read). Returns `x0` = 0 or an error,
+    /// `x1..x5` = the message, `x6` = the badge of the sender's cap.
+    Recv = 7,
+    /// As Recv, but returns at once with an empty message (`x1` = 0) if no sender waits.
+    NBRecv = 8,
+    /// Reply to the last Call received (message in x1..x5); dropped if nobody waits.
+    Reply = 9,
+    /// Reply, then Recv on the endpoint at `x0`.
+    ReplyRecv = 10,
+    /// Give up the rest of this time slice to threads of the same priority.
+    Yield = 11,
 }
 
 impl Syscall {
@@ -31,6 +47,13 @@ impl Syscall {
             2 => Some(Syscall::Exit),
             3 => Some(Syscall::Call),
             4 => Some(Syscall::DebugSlot),
+            5 => Some(Syscall::Send),
+            6 => Some(Syscall::NBSend),
+            7 => Some(Syscall::Recv),
+            8 => Some(Syscall::NBRecv),
+            9 => Some(Syscall::Reply),
+            10 => Some(Syscall::ReplyRecv),
+            11 => Some(Syscall::Yield),
             _ => None,
         }
     }
@@ -66,6 +89,8 @@ pub enum Error {
     RevokeFirst = 12,
     /// The Untyped has no room for the requested objects.
     NotEnoughMemory = 13,
+    /// The object the thread waited on was destroyed (or the thread was suspended).
+    Aborted = 14,
 }
 
 impl Error {
@@ -85,6 +110,7 @@ impl Error {
             11 => Some(Error::DeleteFirst),
             12 => Some(Error::RevokeFirst),
             13 => Some(Error::NotEnoughMemory),
+            14 => Some(Error::Aborted),
             _ => None,
         }
     }
@@ -134,6 +160,18 @@ pub mod invocation {
     pub const CNODE_DELETE: u64 = 6;
     /// CNode Revoke: MR0 = index; MR2 = depth.
     pub const CNODE_REVOKE: u64 = 7;
+    /// TCB Configure: MR0 = index (depth 64) of the CNode cap that becomes the thread's
+    /// CSpace root; MR1 = priority (0..=255). The thread shares the caller's address space.
+    pub const TCB_CONFIGURE: u64 = 8;
+    /// TCB WriteRegisters: MR0 = pc, MR1 = sp, MR2 = x0, MR3 = x1 (a configured, inactive
+    /// thread only).
+    pub const TCB_WRITE_REGISTERS: u64 = 9;
+    /// TCB Resume: make a configured thread runnable.
+    pub const TCB_RESUME: u64 = 10;
+    /// TCB Suspend: stop the thread wherever it is.
+    pub const TCB_SUSPEND: u64 = 11;
+    /// TCB SetPriority: MR0 = priority (0..=255).
+    pub const TCB_SET_PRIORITY: u64 = 12;
 }
 
 /// What a boot task does, passed in its `x0` by the kernel from the boot payload.
@@ -199,8 +237,8 @@ mod tests {
             assert_eq!(Syscall::from_raw(s as u64), Some(s));
         }
         assert_eq!(Syscall::from_raw(0), None);
-        for n in 1..=13u64 {
-            let e = Error::from_raw(n).expect("every code up to 13 is defined");
+        for n in 1..=14u64 {
+            let e = Error::from_raw(n).expect("every code up to 14 is defined");
             assert_eq!(e as u64, n);
         }
         assert_eq!(Error::from_raw(0), None);

@@ -123,3 +123,49 @@ pub fn debug_slot(index: u64, depth: u64) -> Result<SlotInfo, Error> {
         parent: if r4 == u64::MAX { None } else { Some(r4) },
     })
 }
+
+/// A message: info word and four registers; on receipt also the sender's badge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Msg {
+    /// Message info (label, length).
+    pub info: u64,
+    /// Message registers 0..3.
+    pub mr: [u64; 4],
+    /// Badge of the sender's cap (received messages only).
+    pub badge: u64,
+}
+
+/// An IPC syscall: `n` with `x0` = `cptr` and the message; returns the error word and the
+/// message found in the registers afterwards.
+pub fn ipc(n: Syscall, cptr: u64, m: &Msg) -> (u64, Msg) {
+    let (r0, r1, r2, r3, r4, r5, r6): (u64, u64, u64, u64, u64, u64, u64);
+    // SAFETY: `svc #0` with an IPC syscall number: the kernel reads x0..x5 and x7 and
+    // writes x0..x6; it touches none of our memory.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            inlateout("x0") cptr => r0,
+            inlateout("x1") m.info => r1,
+            inlateout("x2") m.mr[0] => r2,
+            inlateout("x3") m.mr[1] => r3,
+            inlateout("x4") m.mr[2] => r4,
+            inlateout("x5") m.mr[3] => r5,
+            lateout("x6") r6,
+            in("x7") n as u64,
+            options(nostack, preserves_flags),
+        );
+    }
+    (
+        r0,
+        Msg {
+            info: r1,
+            mr: [r2, r3, r4, r5],
+            badge: r6,
+        },
+    )
+}
+
+/// Gives up the rest of the time slice.
+pub fn yield_now() {
+    let _ = ipc(Syscall::Yield, 0, &Msg::default());
+}

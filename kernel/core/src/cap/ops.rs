@@ -209,18 +209,18 @@ fn delete_slot<M: SlotMem>(mem: &mut M, slot: u64) {
     }
     let last = is_final(mem, &me);
     unlink(mem, slot);
+    if !last {
+        return;
+    }
     let Cap::CNode {
         addr: top,
         radix: top_radix,
         ..
     } = me.cap
     else {
-        // Endpoints, notifications and TCBs have no waiters or threads yet to clean up.
+        mem.destroyed(&me.cap);
         return;
     };
-    if !last {
-        return;
-    }
     loop {
         let (mut addr, mut radix) = (top, top_radix);
         let mut via: Option<u64> = None;
@@ -248,7 +248,11 @@ fn delete_slot<M: SlotMem>(mem: &mut M, slot: u64) {
                             radix = r;
                         }
                         _ => {
+                            let last = is_final(mem, &c);
                             unlink(mem, s);
+                            if last && !matches!(c.cap, Cap::CNode { .. }) {
+                                mem.destroyed(&c.cap);
+                            }
                             break;
                         }
                     }
@@ -391,6 +395,27 @@ pub fn mutate<M: SlotMem>(
     }
     relocate(mem, s, d, sc);
     Ok(())
+}
+
+/// Puts a copy of the cap in slot `src` (all its rights) into the empty slot `dest` as
+/// its child: how the kernel gives a TCB its CSpace root.
+pub fn derive_into<M: SlotMem>(mem: &mut M, src: u64, dest: u64) -> Result<(), Error> {
+    let sc = mem.read(src);
+    if sc.cap.is_null() {
+        return Err(Error::FailedLookup);
+    }
+    if !mem.read(dest).cap.is_null() {
+        return Err(Error::DeleteFirst);
+    }
+    let cap = derive(&sc, rights::ALL, None)?;
+    insert_child(mem, src, dest, cap);
+    Ok(())
+}
+
+/// Deletes the cap in the slot at `slot` (a slot inside a kernel object, such as a
+/// TCB's CSpace root).
+pub fn delete_at<M: SlotMem>(mem: &mut M, slot: u64) {
+    delete_slot(mem, slot);
 }
 
 /// Deletes every cap in the CNode at `addr` (used when the kernel tears down a task's

@@ -294,3 +294,47 @@ fn deep_cnode_chain_is_destroyed_without_recursion() {
     check_list(&m);
     assert_eq!(m.0.len(), 3, "only the boot caps remain");
 }
+
+/// Slot memory that records which objects were destroyed.
+#[derive(Default)]
+struct Recording(MapMem, Vec<Cap>);
+
+impl SlotMem for Recording {
+    fn read(&self, addr: u64) -> Cte {
+        self.0.read(addr)
+    }
+    fn write(&mut self, addr: u64, cte: Cte) {
+        self.0.write(addr, cte)
+    }
+    fn clear(&mut self, addr: u64, size: u64) {
+        self.0.clear(addr, size)
+    }
+    fn destroyed(&mut self, cap: &Cap) {
+        self.1.push(*cap)
+    }
+}
+
+#[test]
+fn last_cap_deletion_destroys_the_object_once() {
+    let mut m = Recording::default();
+    let root = boot(&mut m, ROOT, 8, 56, &[(0x100_0000, 20, false)]);
+    retype(
+        &mut m,
+        &root,
+        a(2),
+        ObjectType::Endpoint as u64,
+        0,
+        a(1),
+        10,
+        1,
+    )
+    .unwrap();
+    retype(&mut m, &root, a(2), ObjectType::Tcb as u64, 0, a(1), 11, 1).unwrap();
+    copy(&mut m, &root, a(12), a(10), rights::ALL).unwrap();
+    delete(&mut m, &root, a(10)).unwrap();
+    assert!(m.1.is_empty(), "a copy remains: not destroyed yet");
+    delete(&mut m, &root, a(12)).unwrap();
+    assert!(matches!(m.1[..], [Cap::Endpoint { .. }]));
+    revoke(&mut m, &root, a(2)).unwrap();
+    assert!(matches!(m.1[..], [Cap::Endpoint { .. }, Cap::Tcb { .. }]));
+}

@@ -1,0 +1,273 @@
+//! Test cases of threads and IPC: TCB configure/resume/suspend, priorities, Call/Reply,
+//! Send/Recv with badges, non-blocking variants, rights, endpoint deletion aborting its
+//! waiters, a faulting thread stopped alone. Child threads share this task's address
+//! space; they never log (the task's logger is not shared between threads), they report
+//! through IPC and the atomics below.
+
+use crate::caps::Case;
+use crate::util::*;
+use bulkhead_sys::cap::{rights, ObjectType};
+use bulkhead_sys::{call, exit, invocation, ipc, Error, MessageInfo, Msg, Syscall};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+const F: u64 = FREE;
+/// Slots: F = endpoint, F+1 = TCB, F+2.. = extra caps.
+const EPS: u64 = F;
+const TCB: u64 = F + 1;
+const STACK_WORDS: usize = 1024;
+
+#[repr(C, align(16))]
+struct Stack([u64; STACK_WORDS]);
+static mut STACK: Stack = Stack([0; STACK_WORDS]);
+
+/// What a child saw (written by the child, read by the test).
+static SEEN: AtomicU64 = AtomicU64::new(0);
+static STEP: AtomicU64 = AtomicU64::new(0);
+
+fn stack_top() -> u64 {
+    core::ptr::addr_of!(STACK) as u64 + (STACK_WORDS * 8) as u64
+}
+
+fn tcb(label: u64, mr: [u64; 4]) -> Result<(), Error> {
+    call(TCB, MessageInfo::new(label, 4), mr)
+}
+
+/// Makes an endpoint at EPS and a thread at TCB running `entry(arg)` at `prio`.
+fn spawn(ut: u64, entry: extern "C" fn(u64) -> !, arg: u64, prio: u64) -> Result<(), &'static str> {
+    make(ut, ObjectType::Endpoint, 0, EPS).map_err(|_| "endpoint")?;
+    make(ut, ObjectType::Tcb, 0, TCB).map_err(|_| "tcb")?;
+    tcb(invocation::TCB_CONFIGURE, [ROOT, prio, 0, 0]).map_err(|_| "configure")?;
+    tcb(
+        invocation::TCB_WRITE_REGISTERS,
+        [entry as *const () as u64, stack_top(), arg, 0],
+    )
+    .map_err(|_| "registers")?;
+    SEEN.store(0, Ordering::SeqCst);
+    STEP.store(0, Ordering::SeqCst);
+    tcb(invocation::TCB_RESUME, [0; 4]).map_err(|_| "resume")
+}
+
+fn msg(label: u64, v: u64) -> Msg {
+    Msg {
+        info: MessageInfo::new(label, 1).0,
+        mr: [v, 0, 0, 0],
+        badge: 0,
+    }
+}
+
+/// Server: answers every Call with its value plus one, forever.
+extern "C" fn adder(_: u64) -> ! {
+    let (_, mut m) = ipc(Syscall::Recv, EPS, &Msg::default());
+    loop {
+        let r = ipc(Syscall::ReplyRecv, EPS, &msg(0, m.mr[0] + 1));
+        m = r.1;
+    }
+}
+
+/// Sends its argument to the endpoint, then exits.
+extern "C" fn sender(arg: u64) -> ! {
+    let (e, _) = ipc(Syscall::Send, F + 2, &msg(7, arg));
+    SEEN.store(e + 1, Ordering::SeqCst);
+    exit(0)
+}
+
+/// Marks that it ran, then exits.
+extern "C" fn marker(arg: u64) -> ! {
+    SEEN.store(arg, Ordering::SeqCst);
+    exit(0)
+}
+
+/// Waits on the endpoint and records the error it came back with.
+extern "C" fn waiter(_: u64) -> ! {
+    let (e, _) = ipc(Syscall::Recv, EPS, &Msg::default());
+    SEEN.store(100 + e, Ordering::SeqCst);
+    exit(0)
+}
+
+/// Executes an undefined instruction.
+extern "C" fn crasher(_: u64) -> ! {
+    STEP.store(1, Ordering::SeqCst);
+    // SAFETY: `udf` only raises an undefined-instruction exception; the kernel stops
+    // this thread.
+    unsafe { core::arch::asm!("udf #1") };
+    STEP.store(2, Ordering::SeqCst);
+    exit(0)
+}
+
+fn call_reply(ut: u64) -> Outcome {
+    spawn(ut, adder, 0, 100)?;
+    for v in [41u64, 1000, u64::MAX - 1] {
+        let (e, r) = ipc(Syscall::Call, EPS, &msg(1, v));
+        check(e == 0 && r.mr[0] == v + 1, "wrong reply")?;
+    }
+    Ok(())
+}
+
+fn send_recv_with_badge(ut: u64) -> Outcome {
+    make(ut, ObjectType::Endpoint, 0, EPS).map_err(|_| "endpoint")?;
+    mint(F + 2, EPS, rights::WRITE, 0xbad9e).map_err(|_| "mint")?;
+    // The sender (higher priority) runs at once and blocks in Send: no receiver yet.
+    make(ut, ObjectType::Tcb, 0, TCB).map_err(|_| "tcb")?;
+    tcb(invocation::TCB_CONFIGURE, [ROOT, 255, 0, 0]).map_err(|_| "configure")?;
+    tcb(
+        invocation::TCB_WRITE_REGISTERS,
+        [sender as *const () as u64, stack_top(), 77, 0],
+    )
+    .map_err(|_| "regs")?;
+    SEEN.store(0, Ordering::SeqCst);
+    tcb(invocation::TCB_RESUME, [0; 4]).map_err(|_| "resume")?;
+    check(SEEN.load(Ordering::SeqCst) == 0, "send did not block")?;
+    let (e, m) = ipc(Syscall::Recv, EPS, &Msg::default());
+    check(e == 0, "recv failed")?;
+    check(m.badge == 0xbad9e, "badge not delivered")?;
+    check(
+        m.mr[0] == 77 && MessageInfo(m.info).label() == 7,
+        "message garbled",
+    )?;
+    check(SEEN.load(Ordering::SeqCst) == 1, "sender not released")
+}
+
+fn non_blocking_variants(ut: u64) -> Outcome {
+    make(ut, ObjectType::Endpoint, 0, EPS).map_err(|_| "endpoint")?;
+    let (e, m) = ipc(Syscall::NBRecv, EPS, &msg(5, 5));
+    check(
+        e == 0 && m.info == 0 && m.badge == 0,
+        "NBRecv with no sender",
+    )?;
+    let (e, _) = ipc(Syscall::NBSend, EPS, &msg(5, 5));
+    check(e == 0, "NBSend with no receiver")?;
+    let (e, m) = ipc(Syscall::NBRecv, EPS, &Msg::default());
+    check(
+        e == 0 && m.info == 0,
+        "NBSend was queued instead of dropped",
+    )
+}
+
+fn ipc_rights_checked(ut: u64) -> Outcome {
+    make(ut, ObjectType::Endpoint, 0, EPS).map_err(|_| "endpoint")?;
+    copy(F + 2, EPS, rights::READ).map_err(|_| "copy r")?;
+    copy(F + 3, EPS, rights::WRITE).map_err(|_| "copy w")?;
+    let (e, _) = ipc(Syscall::NBSend, F + 2, &Msg::default());
+    check(e == Error::InvalidCapability as u64, "send without Write")?;
+    let (e, _) = ipc(Syscall::NBRecv, F + 3, &Msg::default());
+    check(e == Error::InvalidCapability as u64, "recv without Read")?;
+    make(ut, ObjectType::Notification, 0, F + 4).map_err(|_| "ntfn")?;
+    let (e, _) = ipc(Syscall::NBSend, F + 4, &Msg::default());
+    check(
+        e == Error::InvalidCapability as u64,
+        "send on a notification",
+    )?;
+    let (e, _) = ipc(Syscall::NBRecv, F + 30, &Msg::default());
+    check(
+        e == Error::InvalidCapability as u64,
+        "recv on an empty slot",
+    )
+}
+
+fn higher_priority_runs_first(ut: u64) -> Outcome {
+    spawn(ut, marker, 5, 255)?;
+    check(
+        SEEN.load(Ordering::SeqCst) == 5,
+        "higher-priority thread did not preempt",
+    )
+}
+
+fn lower_priority_waits(ut: u64) -> Outcome {
+    spawn(ut, marker, 6, 10)?;
+    check(
+        SEEN.load(Ordering::SeqCst) == 0,
+        "lower-priority thread ran first",
+    )?;
+    // Blocking lets it run: wait on an endpoint nobody sends to, non-blocking, in a loop
+    // that yields.
+    for _ in 0..1000 {
+        if SEEN.load(Ordering::SeqCst) == 6 {
+            return Ok(());
+        }
+        tcb(invocation::TCB_SET_PRIORITY, [255, 0, 0, 0]).map_err(|_| "raise")?;
+    }
+    check(
+        SEEN.load(Ordering::SeqCst) == 6,
+        "lower-priority thread never ran",
+    )
+}
+
+fn delete_endpoint_aborts_waiter(ut: u64) -> Outcome {
+    spawn(ut, waiter, 0, 255)?;
+    check(SEEN.load(Ordering::SeqCst) == 0, "waiter did not block")?;
+    // Raise it so it runs as soon as it is released.
+    delete(EPS).map_err(|_| "delete")?;
+    check(
+        SEEN.load(Ordering::SeqCst) == 100 + Error::Aborted as u64,
+        "waiter not aborted",
+    )
+}
+
+fn suspend_blocked_thread(ut: u64) -> Outcome {
+    spawn(ut, waiter, 0, 255)?;
+    expect(tcb(invocation::TCB_SUSPEND, [0; 4]), Ok(()), "suspend")?;
+    // The suspended thread must no longer be a receiver: a non-blocking send is dropped.
+    let (e, _) = ipc(Syscall::NBSend, EPS, &msg(1, 1));
+    check(
+        e == 0 && SEEN.load(Ordering::SeqCst) == 0,
+        "suspended thread received",
+    )
+}
+
+fn tcb_invocation_errors(ut: u64) -> Outcome {
+    make(ut, ObjectType::Tcb, 0, TCB).map_err(|_| "tcb")?;
+    expect(
+        tcb(invocation::TCB_RESUME, [0; 4]),
+        Err(Error::IllegalOperation),
+        "resume unconfigured",
+    )?;
+    expect(
+        tcb(invocation::TCB_CONFIGURE, [ROOT, 256, 0, 0]),
+        Err(Error::RangeError),
+        "priority 256",
+    )?;
+    make(ut, ObjectType::Notification, 0, F + 2).map_err(|_| "ntfn")?;
+    expect(
+        tcb(invocation::TCB_CONFIGURE, [F + 2, 1, 0, 0]),
+        Err(Error::InvalidCapability),
+        "cspace not a cnode",
+    )?;
+    expect(
+        tcb(99, [0; 4]),
+        Err(Error::IllegalOperation),
+        "unknown label",
+    )
+}
+
+fn faulting_thread_stopped_alone(ut: u64) -> Outcome {
+    spawn(ut, crasher, 0, 255)?;
+    check(
+        STEP.load(Ordering::SeqCst) == 1,
+        "crasher did not run to the fault",
+    )?;
+    // The task is alive (we are running) and the crasher can be resumed no further.
+    check(
+        STEP.load(Ordering::SeqCst) != 2,
+        "crasher ran past its fault",
+    )
+}
+
+/// The thread and IPC cases.
+pub const CASES: &[(&str, Case)] = &[
+    ("call_reply", call_reply),
+    ("send_recv_with_badge", send_recv_with_badge),
+    ("non_blocking_variants", non_blocking_variants),
+    ("ipc_rights_checked", ipc_rights_checked),
+    ("higher_priority_runs_first", higher_priority_runs_first),
+    ("lower_priority_waits", lower_priority_waits),
+    (
+        "delete_endpoint_aborts_waiter",
+        delete_endpoint_aborts_waiter,
+    ),
+    ("suspend_blocked_thread", suspend_blocked_thread),
+    ("tcb_invocation_errors", tcb_invocation_errors),
+    (
+        "faulting_thread_stopped_alone",
+        faulting_thread_stopped_alone,
+    ),
+];
