@@ -55,7 +55,7 @@ impl SlotMem for KernelSlots {
             // derivation tree until its Untyped is revoked (deleting it here could recurse
             // without bound through TCB -> CNode -> TCB chains).
             Cap::Tcb { addr } => sched::stop(addr, Error::Aborted as u64),
-            Cap::Endpoint { addr, .. } => sched::with(|s| {
+            Cap::Endpoint { addr, .. } | Cap::Notification { addr, .. } => sched::with(|s| {
                 thread::abort_endpoint(&mut KObj, addr, Error::Aborted as u64, &mut |m, t| {
                     s.rq.push(m, t)
                 })

@@ -220,6 +220,27 @@ fn syscall(regs: &UserContext) -> ! {
             sched::with(|s| thread::reply(&mut KObj, cur, &mut |m, t| s.rq.push(m, t)));
             ipc_recv(cur, x[0], true);
         }
+        Some(Syscall::Signal) => match cspace::cap_of(cur, x[0]) {
+            Ok(Cap::Notification {
+                addr,
+                rights,
+                badge,
+            }) if rights & rights::WRITE != 0 => {
+                sched::with(|s| {
+                    thread::signal(&mut KObj, addr, badge, &mut |m, t| s.rq.push(m, t))
+                });
+                set(cur, 0, 0);
+            }
+            Ok(_) => set(cur, 0, Error::InvalidCapability as u64),
+            Err(e) => set(cur, 0, e as u64),
+        },
+        Some(n @ (Syscall::Wait | Syscall::Poll)) => match cspace::cap_of(cur, x[0]) {
+            Ok(Cap::Notification { addr, rights, .. }) if rights & rights::READ != 0 => {
+                sched::with(|_| thread::wait(&mut KObj, cur, addr, n == Syscall::Wait));
+            }
+            Ok(_) => set(cur, 0, Error::InvalidCapability as u64),
+            Err(e) => set(cur, 0, e as u64),
+        },
         Some(Syscall::Yield) => {
             set(cur, 0, 0);
             sched::tick();

@@ -17,15 +17,39 @@ const TCB: u64 = F + 1;
 const STACK_WORDS: usize = 1024;
 
 #[repr(C, align(16))]
-struct Stack([u64; STACK_WORDS]);
-static mut STACK: Stack = Stack([0; STACK_WORDS]);
+struct Stacks([[u64; STACK_WORDS]; 4]);
+static mut STACKS: Stacks = Stacks([[0; STACK_WORDS]; 4]);
 
 /// What a child saw (written by the child, read by the test).
 static SEEN: AtomicU64 = AtomicU64::new(0);
 static STEP: AtomicU64 = AtomicU64::new(0);
 
 fn stack_top() -> u64 {
-    core::ptr::addr_of!(STACK) as u64 + (STACK_WORDS * 8) as u64
+    stack_top_of(0)
+}
+
+fn stack_top_of(i: usize) -> u64 {
+    core::ptr::addr_of!(STACKS) as u64 + ((i + 1) * STACK_WORDS * 8) as u64
+}
+
+/// A thread in root slot `slot` running `entry(arg)` at `prio` on stack `stack`.
+fn spawn_at(
+    ut: u64,
+    slot: u64,
+    entry: extern "C" fn(u64) -> !,
+    arg: u64,
+    prio: u64,
+    stack: usize,
+) -> Outcome {
+    make(ut, ObjectType::Tcb, 0, slot).map_err(|_| "tcb")?;
+    let t = |label, mr| call(slot, MessageInfo::new(label, 4), mr);
+    t(invocation::TCB_CONFIGURE, [ROOT, prio, 0, 0]).map_err(|_| "configure")?;
+    t(
+        invocation::TCB_WRITE_REGISTERS,
+        [entry as *const () as u64, stack_top_of(stack), arg, 0],
+    )
+    .map_err(|_| "registers")?;
+    t(invocation::TCB_RESUME, [0; 4]).map_err(|_| "resume")
 }
 
 fn tcb(label: u64, mr: [u64; 4]) -> Result<(), Error> {
@@ -252,6 +276,98 @@ fn faulting_thread_stopped_alone(ut: u64) -> Outcome {
     )
 }
 
+/// Notification slot for the signal tests.
+const NTFN: u64 = F + 10;
+
+/// Signals the notification through the badged cap in slot `arg`, then exits.
+extern "C" fn signaller(arg: u64) -> ! {
+    let (e, _) = ipc(Syscall::Signal, arg, &Msg::default());
+    STEP.fetch_add(1 + e, Ordering::SeqCst);
+    exit(0)
+}
+
+/// Waits on the notification and records the bits.
+extern "C" fn notif_waiter(_: u64) -> ! {
+    let (e, m) = ipc(Syscall::Wait, NTFN, &Msg::default());
+    SEEN.store(if e == 0 { m.badge } else { 1000 + e }, Ordering::SeqCst);
+    exit(0)
+}
+
+fn signal_then_wait(ut: u64) -> Outcome {
+    make(ut, ObjectType::Notification, 0, NTFN).map_err(|_| "ntfn")?;
+    mint(F + 2, NTFN, rights::WRITE, 0b001).map_err(|_| "mint 1")?;
+    mint(F + 3, NTFN, rights::WRITE, 0b100).map_err(|_| "mint 2")?;
+    check(
+        ipc(Syscall::Signal, F + 2, &Msg::default()).0 == 0,
+        "signal 1",
+    )?;
+    check(
+        ipc(Syscall::Signal, F + 3, &Msg::default()).0 == 0,
+        "signal 2",
+    )?;
+    let (e, m) = ipc(Syscall::Wait, NTFN, &Msg::default());
+    check(e == 0 && m.badge == 0b101, "bits not accumulated")?;
+    let (e, m) = ipc(Syscall::Poll, NTFN, &Msg::default());
+    check(
+        e == 0 && m.badge == 0,
+        "poll after wait should find nothing",
+    )
+}
+
+fn wait_blocks_until_signal(ut: u64) -> Outcome {
+    make(ut, ObjectType::Notification, 0, NTFN).map_err(|_| "ntfn")?;
+    mint(F + 2, NTFN, rights::WRITE, 0x40).map_err(|_| "mint")?;
+    SEEN.store(0, Ordering::SeqCst);
+    spawn_at(ut, TCB, notif_waiter, 0, 255, 0)?;
+    check(SEEN.load(Ordering::SeqCst) == 0, "waiter did not block")?;
+    check(
+        ipc(Syscall::Signal, F + 2, &Msg::default()).0 == 0,
+        "signal",
+    )?;
+    check(
+        SEEN.load(Ordering::SeqCst) == 0x40,
+        "waiter not woken with the badge",
+    )
+}
+
+fn several_signallers(ut: u64) -> Outcome {
+    make(ut, ObjectType::Notification, 0, NTFN).map_err(|_| "ntfn")?;
+    STEP.store(0, Ordering::SeqCst);
+    // Three higher-priority threads each signal with their own badge and exit at once.
+    for i in 0..3u64 {
+        mint(F + 2 + i, NTFN, rights::WRITE, 1 << i).map_err(|_| "mint")?;
+        spawn_at(ut, F + 20 + i, signaller, F + 2 + i, 255, i as usize + 1)?;
+    }
+    check(
+        STEP.load(Ordering::SeqCst) == 3,
+        "a signaller did not run or saw an error",
+    )?;
+    let (e, m) = ipc(Syscall::Wait, NTFN, &Msg::default());
+    check(
+        e == 0 && m.badge == 0b111,
+        "signals were not all accumulated",
+    )
+}
+
+fn notification_rights(ut: u64) -> Outcome {
+    make(ut, ObjectType::Notification, 0, NTFN).map_err(|_| "ntfn")?;
+    copy(F + 2, NTFN, rights::READ).map_err(|_| "copy")?;
+    copy(F + 3, NTFN, rights::WRITE).map_err(|_| "copy")?;
+    check(
+        ipc(Syscall::Signal, F + 2, &Msg::default()).0 == Error::InvalidCapability as u64,
+        "signal without Write",
+    )?;
+    check(
+        ipc(Syscall::Poll, F + 3, &Msg::default()).0 == Error::InvalidCapability as u64,
+        "poll without Read",
+    )?;
+    make(ut, ObjectType::Endpoint, 0, EPS).map_err(|_| "ep")?;
+    check(
+        ipc(Syscall::Signal, EPS, &Msg::default()).0 == Error::InvalidCapability as u64,
+        "signal an endpoint",
+    )
+}
+
 /// The thread and IPC cases.
 pub const CASES: &[(&str, Case)] = &[
     ("call_reply", call_reply),
@@ -270,4 +386,8 @@ pub const CASES: &[(&str, Case)] = &[
         "faulting_thread_stopped_alone",
         faulting_thread_stopped_alone,
     ),
+    ("signal_then_wait", signal_then_wait),
+    ("wait_blocks_until_signal", wait_blocks_until_signal),
+    ("several_signallers", several_signallers),
+    ("notification_rights", notification_rights),
 ];

@@ -37,6 +37,13 @@ pub enum Syscall {
     ReplyRecv = 10,
     /// Give up the rest of this time slice to threads of the same priority.
     Yield = 11,
+    /// Signal the notification at `x0` (needs Write) with its cap's badge.
+    Signal = 12,
+    /// Wait on the notification at `x0` (needs Read). Returns `x0` = 0 or an error,
+    /// `x6` = the signalled bits.
+    Wait = 13,
+    /// As Wait, but returns at once (`x6` = 0 when nothing was signalled).
+    Poll = 14,
 }
 
 impl Syscall {
@@ -54,6 +61,9 @@ impl Syscall {
             9 => Some(Syscall::Reply),
             10 => Some(Syscall::ReplyRecv),
             11 => Some(Syscall::Yield),
+            12 => Some(Syscall::Signal),
+            13 => Some(Syscall::Wait),
+            14 => Some(Syscall::Poll),
             _ => None,
         }
     }

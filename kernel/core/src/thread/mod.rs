@@ -66,6 +66,8 @@ pub enum State {
     BlockedRecv = 3,
     /// Waiting for the reply to its Call.
     BlockedReply = 4,
+    /// Queued on a notification, waiting for a signal.
+    BlockedNotification = 5,
 }
 
 impl State {
@@ -75,6 +77,7 @@ impl State {
             2 => State::BlockedSend,
             3 => State::BlockedRecv,
             4 => State::BlockedReply,
+            5 => State::BlockedNotification,
             _ => State::Inactive,
         }
     }
@@ -252,7 +255,7 @@ pub fn reply<M: ObjMem>(m: &mut M, cur: u64, wake: &mut dyn FnMut(&mut M, u64)) 
 /// A thread in a run queue must be taken out of it by the caller first.
 pub fn cancel<M: ObjMem>(m: &mut M, t: u64, error: u64) {
     match state(m, t) {
-        State::BlockedSend | State::BlockedRecv => ep_remove(m, t),
+        State::BlockedSend | State::BlockedRecv | State::BlockedNotification => ep_remove(m, t),
         State::BlockedReply => {
             let server = m.rd(t + tcb::REPLY_FROM);
             if server != 0 && m.rd(server + tcb::CALLER) == t {
@@ -272,8 +275,48 @@ pub fn cancel<M: ObjMem>(m: &mut M, t: u64, error: u64) {
     set_state(m, t, State::Inactive);
 }
 
-/// Every thread queued on `ep`, removed and made ready with `x0 = error` (the endpoint is
-/// being destroyed). `wake` is told of each.
+/// Notification words: 0 and 1 are the waiters' queue (as an endpoint's), 2 the signal
+/// bits, 3 whether it has been signalled since the last wait.
+const NTFN_BITS: u64 = 16;
+const NTFN_ACTIVE: u64 = 24;
+
+/// Signal notification `n` with `badge`: the first waiter gets the accumulated bits
+/// (in x6); with no waiter the bits are kept for the next Wait or Poll.
+pub fn signal<M: ObjMem>(m: &mut M, n: u64, badge: u64, wake: &mut dyn FnMut(&mut M, u64)) {
+    let (_, head, _) = ep_queue(m, n);
+    let bits = m.rd(n + NTFN_BITS) | badge;
+    if head != 0 {
+        ep_remove(m, head);
+        m.wr(n + NTFN_BITS, 0);
+        m.wr(n + NTFN_ACTIVE, 0);
+        m.wr(head + tcb::reg(0), 0);
+        m.wr(head + tcb::reg(6), bits);
+        set_state(m, head, State::Ready);
+        wake(m, head);
+    } else {
+        m.wr(n + NTFN_BITS, bits);
+        m.wr(n + NTFN_ACTIVE, 1);
+    }
+}
+
+/// Wait on notification `n` (or Poll, `block = false`): if it was signalled, take the
+/// bits (x6) at once; else block (or, polling, return 0 bits).
+pub fn wait<M: ObjMem>(m: &mut M, cur: u64, n: u64, block: bool) -> After {
+    if m.rd(n + NTFN_ACTIVE) != 0 || !block {
+        let bits = m.rd(n + NTFN_BITS);
+        m.wr(n + NTFN_BITS, 0);
+        m.wr(n + NTFN_ACTIVE, 0);
+        m.wr(cur + tcb::reg(0), 0);
+        m.wr(cur + tcb::reg(6), bits);
+        return After::Continue;
+    }
+    set_state(m, cur, State::BlockedNotification);
+    ep_enqueue(m, n, EP_RECV, cur);
+    After::Blocked
+}
+
+/// Every thread queued on `ep` (an endpoint or a notification), removed and made ready
+/// with `x0 = error` (the object is being destroyed). `wake` is told of each.
 pub fn abort_endpoint<M: ObjMem>(
     m: &mut M,
     ep: u64,

@@ -105,6 +105,32 @@ fn cancel_and_abort() {
 }
 
 #[test]
+fn notifications() {
+    let mut m = Mem::default();
+    let mut ready = Vec::new();
+    let mut w = |_: &mut Mem, t: u64| ready.push(t);
+    const N: u64 = 0x3_0000;
+    signal(&mut m, N, 0b01, &mut w);
+    signal(&mut m, N, 0b10, &mut w);
+    assert_eq!(wait(&mut m, T[0], N, true), After::Continue);
+    assert_eq!(m.rd(T[0] + tcb::reg(6)), 0b11, "bits accumulate");
+    assert_eq!(wait(&mut m, T[0], N, false), After::Continue);
+    assert_eq!(m.rd(T[0] + tcb::reg(6)), 0, "poll finds nothing");
+    assert_eq!(wait(&mut m, T[0], N, true), After::Blocked);
+    assert_eq!(wait(&mut m, T[1], N, true), After::Blocked);
+    signal(&mut m, N, 4, &mut w);
+    assert_eq!(state(&m, T[0]), State::Ready);
+    assert_eq!(m.rd(T[0] + tcb::reg(6)), 4);
+    assert_eq!(state(&m, T[1]), State::BlockedNotification);
+    signal(&mut m, N, 0, &mut w);
+    assert_eq!(state(&m, T[1]), State::Ready, "a zero badge still wakes");
+    assert_eq!(ready, vec![T[0], T[1]]);
+    wait(&mut m, T[2], N, true);
+    cancel(&mut m, T[2], 14);
+    assert_eq!(m.rd(N), 0, "cancelled waiter left the queue");
+}
+
+#[test]
 fn run_queue_priorities_and_fifo() {
     let mut m = Mem::default();
     let mut q = RunQueue::new();
