@@ -236,6 +236,7 @@ fn invoke_tcb(
             cap::delete_at(mem, t + tcb::CSPACE_SLOT);
             cap::derive_into(mem, slot, t + tcb::CSPACE_SLOT)?;
             KObj.wr(t + tcb::PRIO, mr[1]);
+            KObj.wr(t + tcb::FAULT_EP, mr[2]);
             KObj.wr(t + tcb::VTTBR, KObj.rd(caller + tcb::VTTBR));
             Ok(())
         }

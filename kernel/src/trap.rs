@@ -5,7 +5,7 @@
 //! lower-level exceptions never return: they end in `task::run_current` (resume the task
 //! or the next one) — the stack is reset at every return to EL0.
 
-use bulkhead_sys::{Error, MessageInfo, Syscall};
+use bulkhead_sys::{fault, Error, MessageInfo, Syscall};
 use core::sync::atomic::{AtomicU32, Ordering};
 use kcore::esr::{Esr, ExceptionClass};
 use kcore::logwire::{check_task_frame, task_tag, MAX_TASK_FRAME};
@@ -55,10 +55,18 @@ fn report(who: &str, what: &str, ctx_elr: u64, ctx_spsr: u64) {
     }
 }
 
-/// Handles a fault of the running thread: a boot task's first thread takes its whole
-/// task down; any other thread is stopped alone (fault endpoints arrive with IPC faults).
-fn fault(regs: &UserContext, what: &str) -> ! {
+/// Handles a fault of the running thread. With a fault handler (an endpoint named in its
+/// TCB) the fault becomes a message to it and the thread waits for the reply. Without
+/// one, a boot task's first thread takes its whole task down; any other thread is
+/// stopped alone.
+fn fault(regs: &UserContext, what: &str, label: u64) -> ! {
     let cur = sched::current();
+    let esr = sysreg_read!("esr_el2");
+    let far = sysreg_read!("far_el2");
+    let msg = [MessageInfo::new(label, 4).0, regs.elr, far, esr, 0];
+    if deliver_fault(cur, msg) {
+        sched::resume();
+    }
     let mut r = RUNNER.lock();
     let (name, root) = r.current.as_ref().map_or(("?", 0), |t| (t.name, t.tcb));
     if cur == root {
@@ -84,6 +92,23 @@ fn fault(regs: &UserContext, what: &str) -> ! {
     sched::resume()
 }
 
+/// Sends a fault message to `t`'s fault endpoint, if it has a usable one.
+fn deliver_fault(t: u64, msg: [u64; 5]) -> bool {
+    let cptr = KObj.rd(t + tcb::FAULT_EP);
+    if cptr == 0 {
+        return false;
+    }
+    match endpoint(t, cptr, rights::WRITE) {
+        Ok((ep, badge)) => {
+            sched::with(|s| {
+                thread::send_fault(&mut KObj, t, ep, badge, msg, &mut |m, w| s.rq.push(m, w))
+            });
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Synchronous exception from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_sync(ctx: *mut UserContext) -> ! {
@@ -94,10 +119,12 @@ extern "C" fn bh_lower_sync(ctx: *mut UserContext) -> ! {
     let esr = Esr(sysreg_read!("esr_el2"));
     match esr.class() {
         ExceptionClass::Svc64 => syscall(&regs),
-        ExceptionClass::DataAbortLowerEl => fault(&regs, "data abort"),
-        ExceptionClass::InstrAbortLowerEl => fault(&regs, "instruction abort"),
-        ExceptionClass::Unknown => fault(&regs, "undefined instruction"),
-        _ => fault(&regs, "unexpected exception"),
+        ExceptionClass::DataAbortLowerEl => fault(&regs, "data abort", fault::DATA_ABORT),
+        ExceptionClass::InstrAbortLowerEl => {
+            fault(&regs, "instruction abort", fault::INSTRUCTION_ABORT)
+        }
+        ExceptionClass::Unknown => fault(&regs, "undefined instruction", fault::UNDEFINED),
+        _ => fault(&regs, "unexpected exception", fault::OTHER),
     }
 }
 
@@ -245,7 +272,20 @@ fn syscall(regs: &UserContext) -> ! {
             set(cur, 0, 0);
             sched::tick();
         }
-        None => set(cur, 0, Error::UnknownSyscall as u64),
+        None => {
+            // With a fault handler, an unknown syscall is a fault it may emulate;
+            // without one it is an error return.
+            let msg = [
+                MessageInfo::new(fault::UNKNOWN_SYSCALL, 2).0,
+                regs.elr,
+                x[7],
+                0,
+                0,
+            ];
+            if !deliver_fault(cur, msg) {
+                set(cur, 0, Error::UnknownSyscall as u64);
+            }
+        }
     }
     sched::resume()
 }
@@ -275,14 +315,14 @@ extern "C" fn bh_lower_irq(_ctx: *mut UserContext) -> ! {
 #[no_mangle]
 extern "C" fn bh_lower_fiq(ctx: *mut UserContext) -> ! {
     // SAFETY: as in `bh_lower_sync`.
-    fault(&unsafe { ctx.read() }, "FIQ")
+    fault(&unsafe { ctx.read() }, "FIQ", fault::OTHER)
 }
 
 /// SError from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_serror(ctx: *mut UserContext) -> ! {
     // SAFETY: as in `bh_lower_sync`.
-    fault(&unsafe { ctx.read() }, "SError")
+    fault(&unsafe { ctx.read() }, "SError", fault::OTHER)
 }
 
 /// IRQ taken in the kernel (only while idle or waiting with IRQs unmasked).

@@ -276,6 +276,110 @@ fn faulting_thread_stopped_alone(ut: u64) -> Outcome {
     )
 }
 
+/// A thread whose faults go to the endpoint at EPS, running `entry` at priority 255
+/// (so it runs, and faults, before this call returns).
+fn spawn_handled(ut: u64, entry: extern "C" fn(u64) -> !) -> Outcome {
+    make(ut, ObjectType::Endpoint, 0, EPS).map_err(|_| "endpoint")?;
+    make(ut, ObjectType::Tcb, 0, TCB).map_err(|_| "tcb")?;
+    SEEN.store(0, Ordering::SeqCst);
+    STEP.store(0, Ordering::SeqCst);
+    tcb(invocation::TCB_CONFIGURE, [ROOT, 255, EPS, 0]).map_err(|_| "configure")?;
+    tcb(
+        invocation::TCB_WRITE_REGISTERS,
+        [entry as *const () as u64, stack_top(), 0, 0],
+    )
+    .map_err(|_| "registers")?;
+    tcb(invocation::TCB_RESUME, [0; 4]).map_err(|_| "resume")
+}
+
+const BAD_ADDR: u64 = 0x10_0000_0000;
+
+extern "C" fn bad_reader(_: u64) -> ! {
+    // SAFETY: deliberately unmapped: the fault goes to the handler, which resumes this
+    // thread in `recovered` instead.
+    let v = unsafe { core::ptr::read_volatile(BAD_ADDR as *const u64) };
+    SEEN.store(v, Ordering::SeqCst);
+    exit(0)
+}
+
+extern "C" fn recovered(_: u64) -> ! {
+    SEEN.store(0x600d, Ordering::SeqCst);
+    exit(0)
+}
+
+extern "C" fn undef_then_go_on(_: u64) -> ! {
+    STEP.store(1, Ordering::SeqCst);
+    // SAFETY: raises an undefined-instruction fault; the handler resumes after it.
+    unsafe { core::arch::asm!("udf #7") };
+    STEP.store(2, Ordering::SeqCst);
+    exit(0)
+}
+
+extern "C" fn odd_syscall(_: u64) -> ! {
+    let r = bulkhead_sys::raw_call(0x99, 0, 0);
+    SEEN.store(r + 1, Ordering::SeqCst);
+    exit(0)
+}
+
+fn fault_delivered_and_fixed(ut: u64) -> Outcome {
+    spawn_handled(ut, bad_reader)?;
+    let (e, m) = ipc(Syscall::Recv, EPS, &Msg::default());
+    check(e == 0, "recv")?;
+    check(
+        MessageInfo(m.info).label() == bulkhead_sys::fault::DATA_ABORT,
+        "not a data-abort message",
+    )?;
+    check(m.mr[1] == BAD_ADDR, "wrong fault address")?;
+    let fix = Msg {
+        info: MessageInfo::new(bulkhead_sys::fault::REPLY_SET_PC, 1).0,
+        mr: [recovered as *const () as u64, 0, 0, 0],
+        badge: 0,
+    };
+    let _ = ipc(Syscall::Reply, 0, &fix);
+    check(
+        SEEN.load(Ordering::SeqCst) == 0x600d,
+        "thread not resumed where the handler said",
+    )
+}
+
+fn undefined_instruction_emulated(ut: u64) -> Outcome {
+    spawn_handled(ut, undef_then_go_on)?;
+    let (_, m) = ipc(Syscall::Recv, EPS, &Msg::default());
+    check(
+        MessageInfo(m.info).label() == bulkhead_sys::fault::UNDEFINED,
+        "not an undefined-instruction message",
+    )?;
+    check(
+        STEP.load(Ordering::SeqCst) == 1,
+        "thread ran past its fault",
+    )?;
+    let skip = Msg {
+        info: MessageInfo::new(bulkhead_sys::fault::REPLY_SET_PC, 1).0,
+        mr: [m.mr[0] + 4, 0, 0, 0],
+        badge: 0,
+    };
+    let _ = ipc(Syscall::Reply, 0, &skip);
+    check(
+        STEP.load(Ordering::SeqCst) == 2,
+        "thread not resumed after the instruction",
+    )
+}
+
+fn unknown_syscall_to_handler(ut: u64) -> Outcome {
+    spawn_handled(ut, odd_syscall)?;
+    let (_, m) = ipc(Syscall::Recv, EPS, &Msg::default());
+    check(
+        MessageInfo(m.info).label() == bulkhead_sys::fault::UNKNOWN_SYSCALL,
+        "not an unknown-syscall message",
+    )?;
+    check(m.mr[1] == 0x99, "wrong syscall number")?;
+    let _ = ipc(Syscall::Reply, 0, &Msg::default());
+    check(
+        SEEN.load(Ordering::SeqCst) != 0,
+        "thread not resumed after the syscall",
+    )
+}
+
 /// Notification slot for the signal tests.
 const NTFN: u64 = F + 10;
 
@@ -390,4 +494,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("wait_blocks_until_signal", wait_blocks_until_signal),
     ("several_signallers", several_signallers),
     ("notification_rights", notification_rights),
+    ("fault_delivered_and_fixed", fault_delivered_and_fixed),
+    (
+        "undefined_instruction_emulated",
+        undefined_instruction_emulated,
+    ),
+    ("unknown_syscall_to_handler", unknown_syscall_to_handler),
 ];

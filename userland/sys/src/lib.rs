@@ -171,7 +171,9 @@ pub mod invocation {
     /// CNode Revoke: MR0 = index; MR2 = depth.
     pub const CNODE_REVOKE: u64 = 7;
     /// TCB Configure: MR0 = index (depth 64) of the CNode cap that becomes the thread's
-    /// CSpace root; MR1 = priority (0..=255). The thread shares the caller's address space.
+    /// CSpace root; MR1 = priority (0..=255); MR2 = index, in the thread's new CSpace, of
+    /// the endpoint its faults go to (0 = none). The thread shares the caller's address
+    /// space.
     pub const TCB_CONFIGURE: u64 = 8;
     /// TCB WriteRegisters: MR0 = pc, MR1 = sp, MR2 = x0, MR3 = x1 (a configured, inactive
     /// thread only).
@@ -182,6 +184,24 @@ pub mod invocation {
     pub const TCB_SUSPEND: u64 = 11;
     /// TCB SetPriority: MR0 = priority (0..=255).
     pub const TCB_SET_PRIORITY: u64 = 12;
+}
+
+/// Fault messages: the label of the message a faulting thread's handler receives, and
+/// what the message registers hold. The handler's Reply resumes the thread: label 0
+/// retries the faulting instruction, label [`fault::REPLY_SET_PC`] resumes at MR0.
+pub mod fault {
+    /// Data abort: MR0 = pc, MR1 = faulting address (IPA), MR2 = ESR.
+    pub const DATA_ABORT: u64 = 1;
+    /// Instruction abort: MR0 = pc, MR1 = faulting address, MR2 = ESR.
+    pub const INSTRUCTION_ABORT: u64 = 2;
+    /// Undefined instruction: MR0 = pc, MR2 = ESR.
+    pub const UNDEFINED: u64 = 3;
+    /// Unknown syscall: MR0 = pc (after the `svc`), MR1 = the number in x7.
+    pub const UNKNOWN_SYSCALL: u64 = 4;
+    /// Any other exception: MR0 = pc, MR2 = ESR.
+    pub const OTHER: u64 = 5;
+    /// Reply label: resume at MR0.
+    pub const REPLY_SET_PC: u64 = 1;
 }
 
 /// What a boot task does, passed in its `x0` by the kernel from the boot payload.

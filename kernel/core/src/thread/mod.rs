@@ -44,6 +44,13 @@ pub mod tcb {
     pub const REPLY_FROM: u64 = 0x150;
     /// Stage-2 translation of its address space (VTTBR_EL2 value).
     pub const VTTBR: u64 = 0x158;
+    /// Index (depth 64 in its CSpace) of the endpoint its faults go to; 0 = none.
+    pub const FAULT_EP: u64 = 0x160;
+    /// 1 while a fault message of this thread is outstanding (queued, or waiting for the
+    /// handler's reply).
+    pub const FAULTED: u64 = 0x168;
+    /// The fault message: info word and MR0..MR3 (5 words).
+    pub const FAULT_MSG: u64 = 0x1a0;
     /// Its CSpace root: a CNode slot (32 bytes) inside the TCB.
     pub const CSPACE_SLOT: u64 = 0x180;
     /// Byte offset of register `x(n)` in the context.
@@ -142,10 +149,16 @@ fn ep_remove<M: ObjMem>(m: &mut M, t: u64) {
     m.wr(t + tcb::BLOCKED_ON, 0);
 }
 
-/// Copies the message (x1..x5) from `from` to `to` and gives `to` the badge and x0 = 0.
+/// Copies the message (x1..x5, or the fault message of a faulted sender) from `from` to
+/// `to` and gives `to` the badge and x0 = 0.
 fn transfer<M: ObjMem>(m: &mut M, from: u64, to: u64, badge: u64) {
+    let faulted = m.rd(from + tcb::FAULTED) != 0;
     for r in 1..=5 {
-        let v = m.rd(from + tcb::reg(r));
+        let v = if faulted {
+            m.rd(from + tcb::FAULT_MSG + 8 * (r - 1))
+        } else {
+            m.rd(from + tcb::reg(r))
+        };
         m.wr(to + tcb::reg(r), v);
     }
     m.wr(to + tcb::reg(0), 0);
@@ -234,8 +247,31 @@ pub fn recv<M: ObjMem>(
     After::Blocked
 }
 
+/// Sends thread `cur`'s fault message `msg` (info, MR0..MR3) to its handler's endpoint
+/// `ep` as a Call: the thread waits for the handler's reply, its own registers untouched.
+pub fn send_fault<M: ObjMem>(
+    m: &mut M,
+    cur: u64,
+    ep: u64,
+    badge: u64,
+    msg: [u64; 5],
+    wake: &mut dyn FnMut(&mut M, u64),
+) -> After {
+    for (i, v) in msg.into_iter().enumerate() {
+        m.wr(cur + tcb::FAULT_MSG + 8 * i as u64, v);
+    }
+    m.wr(cur + tcb::FAULTED, 1);
+    send(m, cur, ep, badge, true, true, wake)
+}
+
+/// Reply label that resumes a faulted thread at MR0 instead of retrying the faulting
+/// instruction.
+pub const FAULT_REPLY_SET_PC: u64 = 1;
+
 /// Reply to the thread whose Call this thread received; a reply with no caller waiting is
-/// dropped (as in seL4).
+/// dropped (as in seL4). A reply to a fault message leaves the faulted thread's registers
+/// alone: it retries the faulting instruction or, with label [`FAULT_REPLY_SET_PC`],
+/// resumes at MR0.
 pub fn reply<M: ObjMem>(m: &mut M, cur: u64, wake: &mut dyn FnMut(&mut M, u64)) {
     let caller = m.rd(cur + tcb::CALLER);
     m.wr(cur + tcb::CALLER, 0);
@@ -243,7 +279,15 @@ pub fn reply<M: ObjMem>(m: &mut M, cur: u64, wake: &mut dyn FnMut(&mut M, u64)) 
         && state(m, caller) == State::BlockedReply
         && m.rd(caller + tcb::REPLY_FROM) == cur
     {
-        transfer(m, cur, caller, 0);
+        if m.rd(caller + tcb::FAULTED) != 0 {
+            m.wr(caller + tcb::FAULTED, 0);
+            if m.rd(cur + tcb::reg(1)) >> 12 == FAULT_REPLY_SET_PC {
+                let pc = m.rd(cur + tcb::reg(2));
+                m.wr(caller + tcb::CTX + 32 * 8, pc);
+            }
+        } else {
+            transfer(m, cur, caller, 0);
+        }
         m.wr(caller + tcb::REPLY_FROM, 0);
         set_state(m, caller, State::Ready);
         wake(m, caller);
@@ -271,6 +315,7 @@ pub fn cancel<M: ObjMem>(m: &mut M, t: u64, error: u64) {
         m.wr(caller + tcb::REPLY_FROM, 0);
     }
     m.wr(t + tcb::CALLER, 0);
+    m.wr(t + tcb::FAULTED, 0);
     m.wr(t + tcb::reg(0), error);
     set_state(m, t, State::Inactive);
 }

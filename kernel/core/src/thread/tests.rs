@@ -105,6 +105,41 @@ fn cancel_and_abort() {
 }
 
 #[test]
+fn faults_go_to_the_handler_and_resume() {
+    let mut m = Mem::default();
+    let (_, mut w) = woken();
+    // The faulting thread's registers must survive the fault round trip.
+    m.wr(T[0] + tcb::reg(1), 0xaaaa);
+    m.wr(T[0] + tcb::CTX + 32 * 8, 0x1000);
+    recv(&mut m, T[1], EP, true, &mut w);
+    assert_eq!(
+        send_fault(&mut m, T[0], EP, 9, [1 << 12, 0x1000, 0xdead, 3, 4], &mut w),
+        After::Blocked
+    );
+    assert_eq!(m.rd(T[1] + tcb::reg(1)), 1 << 12);
+    assert_eq!(m.rd(T[1] + tcb::reg(3)), 0xdead);
+    assert_eq!(m.rd(T[1] + tcb::reg(6)), 9);
+    assert_eq!(
+        m.rd(T[0] + tcb::reg(1)),
+        0xaaaa,
+        "faulter's registers untouched"
+    );
+    // Reply with "set pc".
+    m.wr(T[1] + tcb::reg(1), FAULT_REPLY_SET_PC << 12);
+    m.wr(T[1] + tcb::reg(2), 0x2000);
+    reply(&mut m, T[1], &mut w);
+    assert_eq!(state(&m, T[0]), State::Ready);
+    assert_eq!(m.rd(T[0] + tcb::CTX + 32 * 8), 0x2000);
+    assert_eq!(m.rd(T[0] + tcb::reg(1)), 0xaaaa);
+    assert_eq!(m.rd(T[0] + tcb::FAULTED), 0);
+    // Queued fault (no handler waiting yet) is delivered from the stored message.
+    send_fault(&mut m, T[2], EP, 0, [2 << 12, 5, 6, 7, 8], &mut w);
+    recv(&mut m, T[1], EP, true, &mut w);
+    assert_eq!(m.rd(T[1] + tcb::reg(2)), 5);
+    assert_eq!(state(&m, T[2]), State::BlockedReply);
+}
+
+#[test]
 fn notifications() {
     let mut m = Mem::default();
     let mut ready = Vec::new();
