@@ -61,6 +61,11 @@ extern "C" fn bh_kernel_entry(dtb: u64, core: usize, el: u64) -> ! {
     // FP/SIMD untrapped at EL0/EL1 (CPACR_EL1.FPEN = 0b11): tasks use it; the kernel
     // itself is built soft-float and never touches those registers.
     sysreg_write!("cpacr_el1", 0b11 << 20);
+    // EL0 reads the counters and owns the EL1 physical timer (CNTHCTL_EL2.EL1PCTEN |
+    // EL1PCEN, CNTKCTL_EL1.EL0PCTEN | EL0VCTEN | EL0PTEN); the kernel saves and loads
+    // that timer per thread, so it is each thread's own.
+    sysreg_write!("cnthctl_el2", 0b11);
+    sysreg_write!("cntkctl_el1", (1 << 9) | 0b11);
     sysreg_write!(
         "vbar_el2",
         core::ptr::addr_of!(crate::arch::bh_vectors) as u64

@@ -55,6 +55,7 @@ impl SlotMem for KernelSlots {
             // derivation tree until its Untyped is revoked (deleting it here could recurse
             // without bound through TCB -> CNode -> TCB chains).
             Cap::Tcb { addr } => sched::stop(addr, Error::Aborted as u64),
+            Cap::IrqHandler { irq } => crate::irq::release(irq),
             Cap::Endpoint { addr, .. } | Cap::Notification { addr, .. } => sched::with(|s| {
                 thread::abort_endpoint(&mut KObj, addr, Error::Aborted as u64, &mut |m, t| {
                     s.rq.push(m, t)
@@ -96,10 +97,19 @@ pub fn make_root(frames: PhysAddr, ram: &[PhysRange]) -> CSpace {
     }
     let mut slots = CAPS.lock();
     let root = cap::boot(&mut *slots, frames.0, ROOT_RADIX, 64 - ROOT_RADIX, &blocks);
+    if let Cap::CNode { addr, .. } = root {
+        let slot = irq_control_slot(blocks.len() as u64);
+        cap::place_initial(&mut *slots, addr, slot, Cap::IrqControl);
+    }
     CSpace {
         root,
         untypeds: blocks.len() as u64,
     }
+}
+
+/// The slot of the IRQ control cap in a root CNode with `untypeds` Untyped caps.
+pub fn irq_control_slot(untypeds: u64) -> u64 {
+    2 + untypeds
 }
 
 /// An empty root CNode for tasks that get no memory (just its own cap in slot 1).
@@ -177,6 +187,59 @@ pub fn invoke(caller: u64, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result
     let node = mem.read(slot).cap;
     if let Cap::Tcb { addr } = node {
         return invoke_tcb(mem, caller, &root, addr, label, mr);
+    }
+    if let Cap::IrqControl = node {
+        if label != invocation::IRQ_CONTROL_GET {
+            return Err(Error::IllegalOperation);
+        }
+        let irq = u32::try_from(mr[0]).map_err(|_| Error::RangeError)?;
+        let dest = cap::lookup(
+            mem,
+            &root,
+            Addr {
+                index: mr[1],
+                depth: 64,
+            },
+        )?;
+        if !mem.read(dest).cap.is_null() {
+            return Err(Error::DeleteFirst);
+        }
+        crate::irq::claim(irq)?;
+        return cap::issue_child(mem, slot, dest, Cap::IrqHandler { irq });
+    }
+    if let Cap::IrqHandler { irq } = node {
+        return match label {
+            invocation::IRQ_HANDLER_SET_NOTIFICATION => {
+                let s = cap::lookup(
+                    mem,
+                    &root,
+                    Addr {
+                        index: mr[0],
+                        depth: 64,
+                    },
+                )?;
+                match mem.read(s).cap {
+                    Cap::Notification {
+                        addr,
+                        rights,
+                        badge,
+                    } if rights & bulkhead_sys::cap::rights::WRITE != 0 => {
+                        crate::irq::bind(irq, addr, badge);
+                        Ok(())
+                    }
+                    _ => Err(Error::InvalidCapability),
+                }
+            }
+            invocation::IRQ_HANDLER_ACK => {
+                crate::irq::ack(irq);
+                Ok(())
+            }
+            invocation::IRQ_HANDLER_CLEAR => {
+                crate::irq::clear(irq);
+                Ok(())
+            }
+            _ => Err(Error::IllegalOperation),
+        };
     }
     let Cap::CNode { .. } = node else {
         return Err(if node.is_null() {

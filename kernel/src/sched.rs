@@ -36,6 +36,8 @@ pub struct CoreSched {
     pub rq: RunQueue,
     /// The running thread's TCB, 0 when idle.
     pub current: u64,
+    /// The thread whose timer state is loaded on this core (0: none).
+    pub loaded: u64,
 }
 
 /// Per-core scheduler state.
@@ -43,6 +45,7 @@ pub static SCHED: [SpinLock<CoreSched>; MAX_CPUS] = [const {
     SpinLock::new(CoreSched {
         rq: RunQueue::new(),
         current: 0,
+        loaded: 0,
     })
 }; MAX_CPUS];
 
@@ -73,6 +76,12 @@ pub fn stop(t: u64, error: u64) {
     with(|s| {
         s.rq.remove(&mut KObj, t);
         thread::cancel(&mut KObj, t, error);
+        if s.loaded == t {
+            // Its timer stays on this core until the next switch; stop it now, and never
+            // save into a TCB that may be about to be freed.
+            sysreg_write!("cntp_ctl_el0", 0);
+            s.loaded = 0;
+        }
     });
 }
 
@@ -84,12 +93,31 @@ pub fn tick() {
 /// Forgets every thread (the boot task that owned them ended): empty run queue, no
 /// current thread.
 pub fn reset() {
+    sysreg_write!("cntp_ctl_el0", 0);
     with(|s| {
         *s = CoreSched {
             rq: RunQueue::new(),
             current: 0,
+            loaded: 0,
         };
     });
+}
+
+/// Saves the EL1 physical timer of `prev` (if any) and loads `next`'s.
+fn switch_timer(prev: u64, next: u64) {
+    if prev != 0 {
+        KObj.wr(
+            prev + tcb::TIMER_CTL,
+            crate::arch::regs::sysreg_read!("cntp_ctl_el0") & 1,
+        );
+        KObj.wr(
+            prev + tcb::TIMER_CVAL,
+            crate::arch::regs::sysreg_read!("cntp_cval_el0"),
+        );
+    }
+    sysreg_write!("cntp_ctl_el0", 0);
+    sysreg_write!("cntp_cval_el0", KObj.rd(next + tcb::TIMER_CVAL));
+    sysreg_write!("cntp_ctl_el0", KObj.rd(next + tcb::TIMER_CTL) & 1);
 }
 
 /// Picks the thread to run on this core and returns to it, or idles.
@@ -114,6 +142,10 @@ pub fn resume() -> ! {
         s.current = s.rq.pop(&mut KObj).unwrap_or(0);
     }
     let next = s.current;
+    if next != 0 && next != s.loaded {
+        switch_timer(s.loaded, next);
+        s.loaded = next;
+    }
     drop(s);
     if next == 0 {
         cpu::set_context(core::ptr::null_mut());

@@ -150,6 +150,14 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
         (tcb::reg(1), 2),
         (tcb::reg(2), task.cspace.untypeds),
         (tcb::reg(3), cspace::ROOT_RADIX as u64),
+        (
+            tcb::reg(4),
+            if task.cspace.untypeds > 0 {
+                cspace::irq_control_slot(task.cspace.untypeds)
+            } else {
+                0
+            },
+        ),
         (tcb::CTX + 31 * 8, STACK_TOP),
         (tcb::CTX + 32 * 8, elf.entry()),
         (tcb::CTX + 33 * 8, 0),

@@ -356,11 +356,15 @@ fn handle_irqs() {
             SGI_PONG => {
                 PONGS.fetch_add(1, Ordering::Relaxed);
             }
-            other => defmt::warn!(
-                "core {=usize}: unexpected interrupt {=u32}",
-                me.index,
-                other
-            ),
+            other => {
+                if !crate::irq::deliver(other) {
+                    defmt::warn!(
+                        "core {=usize}: interrupt {=u32} has no handler; masked",
+                        me.index,
+                        other
+                    );
+                }
+            }
         }
         gic::eoi(id);
     }

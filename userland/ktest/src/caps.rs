@@ -544,7 +544,10 @@ const CASES: &[(&str, Case)] = &[
 
 /// Runs every case; returns the number that failed (0 = success).
 pub fn run_all() -> u64 {
-    let cases = CASES.iter().chain(crate::threads::CASES.iter());
+    let cases = CASES
+        .iter()
+        .chain(crate::threads::CASES.iter())
+        .chain(crate::irqs::CASES.iter());
     let Some((ut, base, bits)) = largest_untyped() else {
         defmt::error!("ktest: no Untyped memory was given to this task");
         return 1;

@@ -8,6 +8,8 @@ mod caps;
 #[cfg(target_os = "none")]
 mod fuzz;
 #[cfg(target_os = "none")]
+mod irqs;
+#[cfg(target_os = "none")]
 mod threads;
 #[cfg(target_os = "none")]
 mod util;

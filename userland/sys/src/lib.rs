@@ -184,6 +184,16 @@ pub mod invocation {
     pub const TCB_SUSPEND: u64 = 11;
     /// TCB SetPriority: MR0 = priority (0..=255).
     pub const TCB_SET_PRIORITY: u64 = 12;
+    /// IRQControl Get: MR0 = interrupt ID; MR1 = index (depth 64 in the caller's CSpace)
+    /// of the empty slot that receives the IRQHandler cap.
+    pub const IRQ_CONTROL_GET: u64 = 13;
+    /// IRQHandler SetNotification: MR0 = index of a notification cap (needs Write); the
+    /// interrupt is enabled and each occurrence signals it with that cap's badge.
+    pub const IRQ_HANDLER_SET_NOTIFICATION: u64 = 14;
+    /// IRQHandler Ack: the interrupt was handled; deliver the next one.
+    pub const IRQ_HANDLER_ACK: u64 = 15;
+    /// IRQHandler Clear: unbind the notification and disable the interrupt.
+    pub const IRQ_HANDLER_CLEAR: u64 = 16;
 }
 
 /// Fault messages: the label of the message a faulting thread's handler receives, and

@@ -72,6 +72,13 @@ pub enum Cap {
         /// Object address.
         addr: u64,
     },
+    /// The authority to create IRQ handler caps.
+    IrqControl,
+    /// The authority over one interrupt.
+    IrqHandler {
+        /// The interrupt ID.
+        irq: u32,
+    },
 }
 
 impl Cap {
@@ -83,6 +90,13 @@ impl Cap {
     /// The object this cap names: (type, address, size bits). Untyped caps name their
     /// region. `None` for the null cap.
     pub fn object(&self) -> Option<(ObjectType, u64, u32)> {
+        // IRQ caps name no memory: they use keys no object can have (addresses above the
+        // 48-bit range).
+        match *self {
+            Cap::IrqControl => return Some((ObjectType::Untyped, u64::MAX, 0)),
+            Cap::IrqHandler { irq } => return Some((ObjectType::Untyped, u64::MAX - 1, irq)),
+            _ => {}
+        }
         Some(match *self {
             Cap::Null => return None,
             Cap::Untyped {
@@ -97,6 +111,7 @@ impl Cap {
             } => (ObjectType::Frame4K, addr, size_bits),
             Cap::PageTable { addr } => (ObjectType::PageTable, addr, 0),
             Cap::VSpace { addr } => (ObjectType::VSpace, addr, 0),
+            Cap::IrqControl | Cap::IrqHandler { .. } => return None,
         })
     }
 
@@ -165,6 +180,8 @@ impl Cap {
             Cap::Frame { .. } => 6,
             Cap::PageTable { .. } => 7,
             Cap::VSpace { .. } => 8,
+            Cap::IrqControl => 9,
+            Cap::IrqHandler { .. } => 10,
         }
     }
 
@@ -210,6 +227,8 @@ impl Cap {
             Cap::Tcb { addr } | Cap::PageTable { addr } | Cap::VSpace { addr } => {
                 [t | (addr & A), 0]
             }
+            Cap::IrqControl => [t, 0],
+            Cap::IrqHandler { irq } => [t, irq as u64],
         }
     }
 
@@ -249,6 +268,8 @@ impl Cap {
             },
             7 => Cap::PageTable { addr },
             8 => Cap::VSpace { addr },
+            9 => Cap::IrqControl,
+            10 => Cap::IrqHandler { irq: w[1] as u32 },
             _ => Cap::Null,
         }
     }
@@ -367,6 +388,8 @@ mod tests {
                 }),
             a.clone().prop_map(|addr| Cap::PageTable { addr }),
             a.prop_map(|addr| Cap::VSpace { addr }),
+            Just(Cap::IrqControl),
+            (0u32..1020).prop_map(|irq| Cap::IrqHandler { irq }),
         ]
     }
 

@@ -19,8 +19,8 @@ mod ops;
 
 pub use cte::{Cap, Cte, SlotMem, CTE_WORDS};
 pub use ops::{
-    boot, copy, delete, delete_all_in, delete_at, derive_into, lookup, mint, move_cap, mutate,
-    parent_of, retype, revoke, Addr,
+    boot, copy, delete, delete_all_in, delete_at, derive_into, issue_child, lookup, mint, move_cap,
+    mutate, parent_of, place_initial, retype, revoke, Addr,
 };
 
 #[cfg(test)]

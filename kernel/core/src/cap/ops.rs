@@ -113,6 +113,43 @@ pub fn boot<M: SlotMem>(
     root
 }
 
+/// Appends an initial (parentless) cap in slot `index` of the root CNode at `root_addr`,
+/// after the caps [`boot`] placed: how the kernel hands out authority that comes from no
+/// Untyped (the IRQ control cap).
+pub fn place_initial<M: SlotMem>(mem: &mut M, root_addr: u64, index: u64, cap: Cap) {
+    let slot = root_addr + (index << SLOT_BITS);
+    // The last entry of the boot list: walk from slot 1.
+    let mut last = root_addr + (1 << SLOT_BITS);
+    while let Some(n) = mem.read(last).next {
+        last = n;
+    }
+    mem.write(
+        slot,
+        Cte {
+            cap,
+            prev: Some(last),
+            next: None,
+            depth: 0,
+        },
+    );
+    let mut lc = mem.read(last);
+    lc.next = Some(slot);
+    mem.write(last, lc);
+}
+
+/// Puts `cap` into the empty slot `dest` as the newest child of the cap in `parent`
+/// (how the kernel issues IRQ handler caps from the IRQ control cap).
+pub fn issue_child<M: SlotMem>(mem: &mut M, parent: u64, dest: u64, cap: Cap) -> Result<(), Error> {
+    if !mem.read(dest).cap.is_null() {
+        return Err(Error::DeleteFirst);
+    }
+    if mem.read(parent).depth == MAX_DEPTH {
+        return Err(Error::RangeError);
+    }
+    insert_child(mem, parent, dest, cap);
+    Ok(())
+}
+
 /// The slot of `slot`'s parent in the derivation tree.
 pub fn parent_of<M: SlotMem>(mem: &M, slot: u64) -> Option<u64> {
     let me = mem.read(slot);

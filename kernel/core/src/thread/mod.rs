@@ -51,6 +51,11 @@ pub mod tcb {
     pub const FAULTED: u64 = 0x168;
     /// The fault message: info word and MR0..MR3 (5 words).
     pub const FAULT_MSG: u64 = 0x1a0;
+    /// Its EL1 physical timer (CNTP_CTL_EL0, CNTP_CVAL_EL0), saved while it is not on
+    /// the CPU: each thread has its own timer, so no thread sees another's.
+    pub const TIMER_CTL: u64 = 0x170;
+    /// See [`TIMER_CTL`].
+    pub const TIMER_CVAL: u64 = 0x178;
     /// Its CSpace root: a CNode slot (32 bytes) inside the TCB.
     pub const CSPACE_SLOT: u64 = 0x180;
     /// Byte offset of register `x(n)` in the context.

@@ -139,3 +139,32 @@ pub fn send_sgi(intid: u32, mpidr: u64) {
     sysreg_write!("s3_0_c12_c11_5", v);
     isb();
 }
+
+const GICD_ISENABLER: usize = 0x0100;
+const GICD_IROUTER: usize = 0x6000;
+
+fn wr64(base: u64, off: usize, v: u64) {
+    // SAFETY: as in `rd`; GICD_IROUTER<n> is a 64-bit register.
+    unsafe { write_volatile((base as usize + off) as *mut u64, v) }
+}
+
+/// Enables or disables interrupt `intid`: a PPI on this core's redistributor, an SPI in
+/// the distributor (routed to this core).
+pub fn set_enabled(intid: u32, on: bool) {
+    let Some((gicd, gicr)) = bases() else { return };
+    let bit = 1u32 << (intid % 32);
+    if intid < 32 {
+        let Some(r) = this_redistributor(gicr) else {
+            return;
+        };
+        wr(r, if on { GICR_ISENABLER0 } else { GICR_ICENABLER0 }, bit);
+    } else {
+        if on {
+            let m = sysreg_read!("mpidr_el1");
+            let aff = (m & 0xff_ffff) | (((m >> 32) & 0xff) << 32);
+            wr64(gicd, GICD_IROUTER + 8 * intid as usize, aff);
+        }
+        let reg = if on { GICD_ISENABLER } else { GICD_ICENABLER };
+        wr(gicd, reg + 4 * (intid as usize / 32), bit);
+    }
+}
