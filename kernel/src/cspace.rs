@@ -100,6 +100,7 @@ pub fn make_root(frames: PhysAddr, ram: &[PhysRange]) -> CSpace {
     if let Cap::CNode { addr, .. } = root {
         let slot = irq_control_slot(blocks.len() as u64);
         cap::place_initial(&mut *slots, addr, slot, Cap::IrqControl);
+        cap::place_initial(&mut *slots, addr, slot + 1, Cap::SchedControl);
     }
     CSpace {
         root,
@@ -206,6 +207,31 @@ pub fn invoke(caller: u64, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result
         }
         crate::irq::claim(irq)?;
         return cap::issue_child(mem, slot, dest, Cap::IrqHandler { irq });
+    }
+    if let Cap::SchedControl = node {
+        if label != invocation::SCHED_CONTROL_SET_WINDOWS {
+            return Err(Error::IllegalOperation);
+        }
+        let core = mr[0] as usize;
+        let n = mr[1] as usize;
+        if core != 0 {
+            // Threads run on core 0 only for now; other cores have nothing to schedule.
+            return Err(Error::RangeError);
+        }
+        if n > crate::sched::MAX_WINDOWS {
+            return Err(Error::RangeError);
+        }
+        let mut w = [(0u8, 0u32); crate::sched::MAX_WINDOWS];
+        for (i, win) in w.iter_mut().enumerate().take(n) {
+            let part = ((mr[2] >> (4 * i)) & 0xf) as u8;
+            let ticks = ((mr[3] >> (8 * i)) & 0xff) as u32;
+            if part as usize >= crate::sched::MAX_PARTITIONS || ticks == 0 {
+                return Err(Error::RangeError);
+            }
+            *win = (part, ticks);
+        }
+        crate::sched::set_windows(core, &w[..n]);
+        return Ok(());
     }
     if let Cap::IrqHandler { irq } = node {
         return match label {
@@ -324,6 +350,16 @@ fn invoke_tcb(
                     sched::wake(s, t);
                 });
             }
+            Ok(())
+        }
+        invocation::TCB_SET_PARTITION => {
+            if mr[0] as usize >= sched::MAX_PARTITIONS {
+                return Err(Error::RangeError);
+            }
+            if st != State::Inactive {
+                return Err(Error::IllegalOperation);
+            }
+            sched::set_partition(t, mr[0]);
             Ok(())
         }
         invocation::TCB_SUSPEND => {

@@ -158,6 +158,14 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
                 0
             },
         ),
+        (
+            tcb::reg(5),
+            if task.cspace.untypeds > 0 {
+                cspace::irq_control_slot(task.cspace.untypeds) + 1
+            } else {
+                0
+            },
+        ),
         (tcb::CTX + 31 * 8, STACK_TOP),
         (tcb::CTX + 32 * 8, elf.entry()),
         (tcb::CTX + 33 * 8, 0),

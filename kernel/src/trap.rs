@@ -270,7 +270,7 @@ fn syscall(regs: &UserContext) -> ! {
         },
         Some(Syscall::Yield) => {
             set(cur, 0, 0);
-            sched::tick();
+            sched::yield_slice();
         }
         None => {
             // With a fault handler, an unknown syscall is a fault it may emulate;
@@ -329,6 +329,7 @@ extern "C" fn bh_lower_serror(ctx: *mut UserContext) -> ! {
 #[no_mangle]
 extern "C" fn bh_kernel_irq(_frame: *mut u64) {
     handle_irqs();
+    sched::after_kernel_irq();
 }
 
 fn handle_irqs() {

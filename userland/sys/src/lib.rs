@@ -194,6 +194,12 @@ pub mod invocation {
     pub const IRQ_HANDLER_ACK: u64 = 15;
     /// IRQHandler Clear: unbind the notification and disable the interrupt.
     pub const IRQ_HANDLER_CLEAR: u64 = 16;
+    /// TCB SetPartition: MR0 = time partition (0..=3); the thread must be inactive.
+    pub const TCB_SET_PARTITION: u64 = 17;
+    /// SchedControl SetWindows: MR0 = core; MR1 = number of windows (0..=8, 0 = partition
+    /// 0 forever); MR2 = their partitions, 4 bits each from bit 0; MR3 = their lengths in
+    /// timer ticks (10 ms), 8 bits each from bit 0, each at least 1.
+    pub const SCHED_CONTROL_SET_WINDOWS: u64 = 18;
 }
 
 /// Fault messages: the label of the message a faulting thread's handler receives, and

@@ -79,6 +79,8 @@ pub enum Cap {
         /// The interrupt ID.
         irq: u32,
     },
+    /// The authority to set the cores' time-partition schedules.
+    SchedControl,
 }
 
 impl Cap {
@@ -95,6 +97,7 @@ impl Cap {
         match *self {
             Cap::IrqControl => return Some((ObjectType::Untyped, u64::MAX, 0)),
             Cap::IrqHandler { irq } => return Some((ObjectType::Untyped, u64::MAX - 1, irq)),
+            Cap::SchedControl => return Some((ObjectType::Untyped, u64::MAX - 2, 0)),
             _ => {}
         }
         Some(match *self {
@@ -111,7 +114,7 @@ impl Cap {
             } => (ObjectType::Frame4K, addr, size_bits),
             Cap::PageTable { addr } => (ObjectType::PageTable, addr, 0),
             Cap::VSpace { addr } => (ObjectType::VSpace, addr, 0),
-            Cap::IrqControl | Cap::IrqHandler { .. } => return None,
+            Cap::IrqControl | Cap::IrqHandler { .. } | Cap::SchedControl => return None,
         })
     }
 
@@ -182,6 +185,7 @@ impl Cap {
             Cap::VSpace { .. } => 8,
             Cap::IrqControl => 9,
             Cap::IrqHandler { .. } => 10,
+            Cap::SchedControl => 11,
         }
     }
 
@@ -229,6 +233,7 @@ impl Cap {
             }
             Cap::IrqControl => [t, 0],
             Cap::IrqHandler { irq } => [t, irq as u64],
+            Cap::SchedControl => [t, 0],
         }
     }
 
@@ -270,6 +275,7 @@ impl Cap {
             8 => Cap::VSpace { addr },
             9 => Cap::IrqControl,
             10 => Cap::IrqHandler { irq: w[1] as u32 },
+            11 => Cap::SchedControl,
             _ => Cap::Null,
         }
     }
@@ -389,6 +395,7 @@ mod tests {
             a.clone().prop_map(|addr| Cap::PageTable { addr }),
             a.prop_map(|addr| Cap::VSpace { addr }),
             Just(Cap::IrqControl),
+            Just(Cap::SchedControl),
             (0u32..1020).prop_map(|irq| Cap::IrqHandler { irq }),
         ]
     }
