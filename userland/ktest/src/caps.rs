@@ -548,7 +548,8 @@ pub fn run_all() -> u64 {
         .iter()
         .chain(crate::threads::CASES.iter())
         .chain(crate::irqs::CASES.iter())
-        .chain(crate::sched::CASES.iter());
+        .chain(crate::sched::CASES.iter())
+        .chain(crate::more::CASES.iter());
     let Some((ut, base, bits)) = largest_untyped() else {
         defmt::error!("ktest: no Untyped memory was given to this task");
         return 1;

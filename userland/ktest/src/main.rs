@@ -10,6 +10,8 @@ mod fuzz;
 #[cfg(target_os = "none")]
 mod irqs;
 #[cfg(target_os = "none")]
+mod more;
+#[cfg(target_os = "none")]
 mod sched;
 #[cfg(target_os = "none")]
 mod threads;

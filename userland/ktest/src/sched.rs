@@ -72,28 +72,35 @@ fn spin_thread(ut: u64, slot: u64, partition: u64) -> Outcome {
 
 /// Watches COUNT for about `ms` milliseconds. Returns (gaps seen, gaps during which the
 /// other thread ran) or an error if it ran while this thread was running.
+///
+/// Each comparison spans from a time read *before* the earlier count to a time read
+/// *after* the later count; if that span is short, this thread cannot have been
+/// descheduled in between, so the count must not have moved.
 fn watch(ms: u64) -> Result<(u32, u32), &'static str> {
     let f = freq();
     let gap = f / 500; // 2 ms: far longer than one loop iteration, shorter than a tick
     let end = now() + f * ms / 1000;
     let (mut gaps, mut ran) = (0, 0);
-    let mut prev_t = now();
-    let mut prev_c = COUNT.load(Ordering::SeqCst);
-    while prev_t < end {
+    let mut base_t = now();
+    let mut base_c = COUNT.load(Ordering::SeqCst);
+    loop {
+        let before = now();
         let c = COUNT.load(Ordering::SeqCst);
-        let t = now();
-        if t - prev_t > gap {
+        let after = now();
+        if after - base_t > gap {
             gaps += 1;
-            if c != prev_c {
+            if c != base_c {
                 ran += 1;
             }
-        } else if c != prev_c {
+        } else if c != base_c {
             return Err("the other thread ran while this one was running");
         }
-        prev_t = t;
-        prev_c = c;
+        base_t = before;
+        base_c = c;
+        if after >= end {
+            return Ok((gaps, ran));
+        }
     }
-    Ok((gaps, ran))
 }
 
 fn round_robin_equal_priority(ut: u64) -> Outcome {

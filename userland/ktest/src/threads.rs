@@ -21,8 +21,8 @@ struct Stacks([[u64; STACK_WORDS]; 4]);
 static mut STACKS: Stacks = Stacks([[0; STACK_WORDS]; 4]);
 
 /// What a child saw (written by the child, read by the test).
-static SEEN: AtomicU64 = AtomicU64::new(0);
-static STEP: AtomicU64 = AtomicU64::new(0);
+pub static SEEN: AtomicU64 = AtomicU64::new(0);
+pub static STEP: AtomicU64 = AtomicU64::new(0);
 
 fn stack_top() -> u64 {
     stack_top_of(0)
@@ -33,7 +33,7 @@ fn stack_top_of(i: usize) -> u64 {
 }
 
 /// A thread in root slot `slot` running `entry(arg)` at `prio` on stack `stack`.
-fn spawn_at(
+pub fn spawn_at(
     ut: u64,
     slot: u64,
     entry: extern "C" fn(u64) -> !,
