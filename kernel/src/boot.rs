@@ -278,7 +278,13 @@ fn panic_gic(e: gic::GicError) -> ! {
 }
 
 fn bring_up_this_cpu() {
-    if let Err(e) = gic::init_this_cpu(&[SGI_PING, SGI_PONG, ThisBoard::TIMER.hyp_phys]) {
+    let sgis = [
+        SGI_PING,
+        SGI_PONG,
+        crate::sched::SGI_RESCHED,
+        ThisBoard::TIMER.hyp_phys,
+    ];
+    if let Err(e) = gic::init_this_cpu(&sgis) {
         panic_gic(e);
     }
     timer::start();
@@ -305,5 +311,6 @@ fn boot_secondary() -> ! {
         me.mpidr.load(Ordering::Relaxed)
     );
     cpu::ONLINE.fetch_add(1, Ordering::Release);
-    crate::arch::idle()
+    // Idle until a thread of this core is made ready.
+    crate::sched::resume()
 }

@@ -56,11 +56,9 @@ impl SlotMem for KernelSlots {
             // without bound through TCB -> CNode -> TCB chains).
             Cap::Tcb { addr } => sched::stop(addr, Error::Aborted as u64),
             Cap::IrqHandler { irq } => crate::irq::release(irq),
-            Cap::Endpoint { addr, .. } | Cap::Notification { addr, .. } => sched::with(|s| {
-                thread::abort_endpoint(&mut KObj, addr, Error::Aborted as u64, &mut |m, t| {
-                    s.rq.push(m, t)
-                })
-            }),
+            Cap::Endpoint { addr, .. } | Cap::Notification { addr, .. } => {
+                sched::ipc(|m, w| thread::abort_endpoint(m, addr, Error::Aborted as u64, w))
+            }
             _ => {}
         }
     }
@@ -214,8 +212,7 @@ pub fn invoke(caller: u64, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result
         }
         let core = mr[0] as usize;
         let n = mr[1] as usize;
-        if core != 0 {
-            // Threads run on core 0 only for now; other cores have nothing to schedule.
+        if core >= crate::arch::cpu::ONLINE.load(core::sync::atomic::Ordering::Acquire) {
             return Err(Error::RangeError);
         }
         if n > crate::sched::MAX_WINDOWS {
@@ -345,9 +342,9 @@ fn invoke_tcb(
                 return Err(Error::IllegalOperation);
             }
             if st == State::Inactive {
-                sched::with(|s| {
-                    KObj.wr(t + tcb::STATE, State::Ready as u64);
-                    sched::wake(s, t);
+                sched::ipc(|m, w| {
+                    m.wr(t + tcb::STATE, State::Ready as u64);
+                    w(m, t);
                 });
             }
             Ok(())
@@ -362,6 +359,17 @@ fn invoke_tcb(
             sched::set_partition(t, mr[0]);
             Ok(())
         }
+        invocation::TCB_SET_AFFINITY => {
+            let online = crate::arch::cpu::ONLINE.load(core::sync::atomic::Ordering::Acquire);
+            if mr[0] as usize >= online {
+                return Err(Error::RangeError);
+            }
+            if st != State::Inactive {
+                return Err(Error::IllegalOperation);
+            }
+            sched::set_core(t, mr[0] as usize);
+            Ok(())
+        }
         invocation::TCB_SUSPEND => {
             sched::stop(t, Error::Aborted as u64);
             Ok(())
@@ -370,13 +378,7 @@ fn invoke_tcb(
             if mr[0] > 255 {
                 return Err(Error::RangeError);
             }
-            sched::with(|s| {
-                let queued = s.rq.remove(&mut KObj, t);
-                KObj.wr(t + tcb::PRIO, mr[0]);
-                if queued {
-                    s.rq.push(&mut KObj, t);
-                }
-            });
+            sched::set_priority(t, mr[0]);
             Ok(())
         }
         _ => Err(Error::IllegalOperation),

@@ -102,10 +102,6 @@ pub fn deliver(irq: u32) -> bool {
     if b.ntfn == 0 {
         return false;
     }
-    sched::with(|s| {
-        kcore::thread::signal(&mut sched::KObj, b.ntfn, b.badge, &mut |m, t| {
-            s.rq.push(m, t)
-        })
-    });
+    sched::ipc(|m, w| kcore::thread::signal(m, b.ntfn, b.badge, w));
     true
 }

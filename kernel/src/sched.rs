@@ -3,7 +3,8 @@
 //!
 //! A thread is a TCB object (`kcore::thread::tcb` layout) in kernel-owned RAM; its saved
 //! registers are the first bytes of the TCB, so the entry code saves straight into it.
-//! For now every thread runs on the boot core (core 0); other cores idle.
+//! Each thread has an affinity core; a core runs only its own threads. Waking a thread of
+//! another core queues it there and sends that core an SGI so it reschedules.
 //!
 //! Time partitions: a core's schedule is a major frame of windows, each owned by one
 //! partition and lasting a number of timer ticks. Only threads of the window's partition
@@ -11,8 +12,11 @@
 //! the core idles until the window ends, so a partition never gets another's time. A core
 //! with no schedule has one endless window of partition 0.
 //!
-//! Locking: one lock per core's scheduler state. The capability lock (`cspace::CAPS`) is
-//! taken before it when both are needed, never after.
+//! Locking, in this order: the capability lock (`cspace::CAPS`), then `OBJ` (the state of
+//! endpoints and notifications and the IPC fields of TCBs: the slow-path lock every IPC
+//! takes, whichever core it runs on), then one core's scheduler state (run queues, current
+//! thread, schedule). A thread is in at most one queue at a time: an endpoint's (under
+//! `OBJ`) or its core's run queue (under that core's lock).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::thread::{self, tcb, ObjMem, RunQueue, State};
@@ -113,48 +117,104 @@ static SLICE_OVER: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; M
 /// Per core: it sits in the idle loop (an interrupt may then pick a thread).
 static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-/// The core threads run on.
-const THREAD_CORE: usize = 0;
+/// The slow-path IPC lock (see the module docs).
+static OBJ: SpinLock<()> = SpinLock::new(());
+
+/// SGI that asks a core to reschedule.
+pub const SGI_RESCHED: u32 = 3;
+
+/// The core thread `t` runs on.
+pub fn core_of(t: u64) -> usize {
+    (KObj.rd(t + tcb::CORE) as usize).min(MAX_CPUS - 1)
+}
+
+fn kick(mask: u32) {
+    let me = cpu::index();
+    for c in 0..MAX_CPUS {
+        if mask & (1 << c) != 0 && c != me {
+            crate::arch::gic::send_sgi(SGI_RESCHED, cpu::get(c).mpidr.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Runs an IPC operation `f` under `OBJ`. `f` gets the object memory and a `wake`
+/// function for the threads it makes ready: each goes to its own core's run queue, and
+/// cores other than this one are sent an SGI once `OBJ` is released.
+pub fn ipc<R>(f: impl FnOnce(&mut KObj, &mut dyn FnMut(&mut KObj, u64)) -> R) -> R {
+    let guard = OBJ.lock();
+    let mut mask = 0u32;
+    let mut wake = |m: &mut KObj, t: u64| {
+        let c = core_of(t);
+        SCHED[c].lock().rq.push(m, t);
+        mask |= 1 << c;
+    };
+    let r = f(&mut KObj, &mut wake);
+    drop(guard);
+    kick(mask);
+    r
+}
 
 /// The thread running on this core (0 if idle).
 pub fn current() -> u64 {
     SCHED[cpu::index()].lock().current
 }
 
-/// Makes `t` (now Ready) runnable.
-pub fn wake(s: &mut CoreSched, t: u64) {
-    s.rq.push(&mut KObj, t);
-}
-
-/// Runs `f` with the thread core's scheduler state.
-pub fn with<R>(f: impl FnOnce(&mut CoreSched) -> R) -> R {
-    f(&mut SCHED[THREAD_CORE].lock())
-}
-
 /// Stops thread `t` wherever it is (suspend, or its TCB is being destroyed): out of the
-/// run queue and any endpoint queue, Inactive, `x0 = error`.
+/// run queue and any endpoint queue, Inactive, `x0 = error`. If it is running on another
+/// core, that core forgets it at once (its next kernel entry saves into a scratch area,
+/// never into this TCB again) and is sent an SGI.
 pub fn stop(t: u64, error: u64) {
-    with(|s| {
+    let me = cpu::index();
+    let guard = OBJ.lock();
+    let c = core_of(t);
+    let mut remote = false;
+    {
+        let mut s = SCHED[c].lock();
         s.rq.remove(&mut KObj, t);
         thread::cancel(&mut KObj, t, error);
         if s.loaded == t {
-            // Its timer stays on this core until the next switch; stop it now, and never
-            // save into a TCB that may be about to be freed.
-            sysreg_write!("cntp_ctl_el0", 0);
+            if c == me {
+                // Its timer stays loaded until the next switch: stop it now.
+                sysreg_write!("cntp_ctl_el0", 0);
+            }
             s.loaded = 0;
         }
-    });
+        if s.current == t && c != me {
+            s.current = 0;
+            cpu::redirect_to_scratch(c);
+            remote = true;
+        }
+    }
+    drop(guard);
+    if remote {
+        kick(1 << c);
+    }
 }
 
-/// Moves inactive thread `t` to partition `p` (queued threads are requeued).
+/// Moves inactive thread `t` to partition `p`.
 pub fn set_partition(t: u64, p: u64) {
-    with(|s| {
-        let queued = s.rq.remove(&mut KObj, t);
-        KObj.wr(t + tcb::PARTITION, p);
-        if queued {
-            s.rq.push(&mut KObj, t);
-        }
-    });
+    let mut s = SCHED[core_of(t)].lock();
+    let queued = s.rq.remove(&mut KObj, t);
+    KObj.wr(t + tcb::PARTITION, p);
+    if queued {
+        s.rq.push(&mut KObj, t);
+    }
+}
+
+/// Changes thread `t`'s priority (requeued if ready).
+pub fn set_priority(t: u64, p: u64) {
+    let mut s = SCHED[core_of(t)].lock();
+    let queued = s.rq.remove(&mut KObj, t);
+    KObj.wr(t + tcb::PRIO, p);
+    if queued {
+        s.rq.push(&mut KObj, t);
+    }
+}
+
+/// Moves inactive (unqueued) thread `t` to core `c`.
+pub fn set_core(t: u64, c: usize) {
+    let _g = OBJ.lock();
+    KObj.wr(t + tcb::CORE, c as u64);
 }
 
 /// Installs a major frame of `(partition, ticks)` windows on `core` (empty: partition 0
@@ -187,11 +247,24 @@ pub fn yield_slice() {
     SLICE_OVER[cpu::index()].store(true, Ordering::Relaxed);
 }
 
-/// Forgets every thread (the boot task that owned them ended): empty run queues, no
-/// current thread, no schedule.
+/// Forgets every thread on every core (the boot task that owned them ended): empty run
+/// queues, no current thread, no schedule. Other cores running one of them are
+/// redirected and kicked as in [`stop`].
 pub fn reset() {
+    let me = cpu::index();
     sysreg_write!("cntp_ctl_el0", 0);
-    with(|s| *s = CoreSched::new());
+    let guard = OBJ.lock();
+    let mut mask = 0u32;
+    for (c, sc) in SCHED.iter().enumerate() {
+        let mut s = sc.lock();
+        if c != me && s.current != 0 {
+            cpu::redirect_to_scratch(c);
+            mask |= 1 << c;
+        }
+        *s = CoreSched::new();
+    }
+    drop(guard);
+    kick(mask);
 }
 
 /// Called after an interrupt taken in the kernel: if this core was idling, pick a thread

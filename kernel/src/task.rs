@@ -321,7 +321,7 @@ impl Runner {
                         t.vmid,
                         bt.arg
                     );
-                    sched::with(|s| sched::wake(s, t.tcb));
+                    sched::ipc(|m, w| w(m, t.tcb));
                     self.current = Some(t);
                     return true;
                 }

@@ -100,9 +100,7 @@ fn deliver_fault(t: u64, msg: [u64; 5]) -> bool {
     }
     match endpoint(t, cptr, rights::WRITE) {
         Ok((ep, badge)) => {
-            sched::with(|s| {
-                thread::send_fault(&mut KObj, t, ep, badge, msg, &mut |m, w| s.rq.push(m, w))
-            });
+            sched::ipc(|m, w| thread::send_fault(m, t, ep, badge, msg, w));
             true
         }
         Err(_) => false,
@@ -116,6 +114,11 @@ extern "C" fn bh_lower_sync(ctx: *mut UserContext) -> ! {
     // written just now; we copy them out and from here on touch the TCB only through
     // `KObj`, so no reference to it is held while it changes.
     let regs = unsafe { ctx.read() };
+    if sched::current() == 0 {
+        // The thread was stopped from another core while it ran here: drop the trap
+        // (its registers went to the scratch area) and schedule.
+        sched::resume();
+    }
     let esr = Esr(sysreg_read!("esr_el2"));
     match esr.class() {
         ExceptionClass::Svc64 => syscall(&regs),
@@ -154,11 +157,7 @@ fn endpoint(t: u64, cptr: u64, right: u8) -> Result<(u64, u64), Error> {
 fn ipc_send(cur: u64, cptr: u64, call: bool, block: bool) {
     match endpoint(cur, cptr, rights::WRITE) {
         Ok((ep, badge)) => {
-            sched::with(|s| {
-                thread::send(&mut KObj, cur, ep, badge, call, block, &mut |m, t| {
-                    s.rq.push(m, t)
-                })
-            });
+            sched::ipc(|m, w| thread::send(m, cur, ep, badge, call, block, w));
         }
         Err(e) => set(cur, 0, e as u64),
     }
@@ -167,7 +166,7 @@ fn ipc_send(cur: u64, cptr: u64, call: bool, block: bool) {
 fn ipc_recv(cur: u64, cptr: u64, block: bool) {
     match endpoint(cur, cptr, rights::READ) {
         Ok((ep, _)) => {
-            sched::with(|s| thread::recv(&mut KObj, cur, ep, block, &mut |m, t| s.rq.push(m, t)));
+            sched::ipc(|m, w| thread::recv(m, cur, ep, block, w));
         }
         Err(e) => set(cur, 0, e as u64),
     }
@@ -240,11 +239,11 @@ fn syscall(regs: &UserContext) -> ! {
         Some(Syscall::Recv) => ipc_recv(cur, x[0], true),
         Some(Syscall::NBRecv) => ipc_recv(cur, x[0], false),
         Some(Syscall::Reply) => {
-            sched::with(|s| thread::reply(&mut KObj, cur, &mut |m, t| s.rq.push(m, t)));
+            sched::ipc(|m, w| thread::reply(m, cur, w));
             set(cur, 0, 0);
         }
         Some(Syscall::ReplyRecv) => {
-            sched::with(|s| thread::reply(&mut KObj, cur, &mut |m, t| s.rq.push(m, t)));
+            sched::ipc(|m, w| thread::reply(m, cur, w));
             ipc_recv(cur, x[0], true);
         }
         Some(Syscall::Signal) => match cspace::cap_of(cur, x[0]) {
@@ -253,9 +252,7 @@ fn syscall(regs: &UserContext) -> ! {
                 rights,
                 badge,
             }) if rights & rights::WRITE != 0 => {
-                sched::with(|s| {
-                    thread::signal(&mut KObj, addr, badge, &mut |m, t| s.rq.push(m, t))
-                });
+                sched::ipc(|m, w| thread::signal(m, addr, badge, w));
                 set(cur, 0, 0);
             }
             Ok(_) => set(cur, 0, Error::InvalidCapability as u64),
@@ -263,7 +260,7 @@ fn syscall(regs: &UserContext) -> ! {
         },
         Some(n @ (Syscall::Wait | Syscall::Poll)) => match cspace::cap_of(cur, x[0]) {
             Ok(Cap::Notification { addr, rights, .. }) if rights & rights::READ != 0 => {
-                sched::with(|_| thread::wait(&mut KObj, cur, addr, n == Syscall::Wait));
+                sched::ipc(|m, _| thread::wait(m, cur, addr, n == Syscall::Wait));
             }
             Ok(_) => set(cur, 0, Error::InvalidCapability as u64),
             Err(e) => set(cur, 0, e as u64),
@@ -357,6 +354,8 @@ fn handle_irqs() {
             SGI_PONG => {
                 PONGS.fetch_add(1, Ordering::Relaxed);
             }
+            // The exit path reschedules anyway; the SGI only brought this core here.
+            sched::SGI_RESCHED => {}
             other => {
                 if !crate::irq::deliver(other) {
                     defmt::warn!(

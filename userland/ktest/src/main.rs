@@ -14,6 +14,8 @@ mod more;
 #[cfg(target_os = "none")]
 mod sched;
 #[cfg(target_os = "none")]
+mod smp;
+#[cfg(target_os = "none")]
 mod threads;
 #[cfg(target_os = "none")]
 mod util;

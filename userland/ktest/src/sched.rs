@@ -140,7 +140,11 @@ fn sched_control_errors(ut: u64) -> Outcome {
             [core, n, p, t],
         )
     };
-    expect(set(1, 1, 0, 1), Err(Error::RangeError), "another core")?;
+    expect(
+        set(99, 1, 0, 1),
+        Err(Error::RangeError),
+        "a core that does not exist",
+    )?;
     expect(set(0, 9, 0, 1), Err(Error::RangeError), "nine windows")?;
     expect(set(0, 1, 4, 1), Err(Error::RangeError), "partition 4")?;
     expect(set(0, 1, 0, 0), Err(Error::RangeError), "zero ticks")?;

@@ -200,6 +200,9 @@ pub mod invocation {
     /// 0 forever); MR2 = their partitions, 4 bits each from bit 0; MR3 = their lengths in
     /// timer ticks (10 ms), 8 bits each from bit 0, each at least 1.
     pub const SCHED_CONTROL_SET_WINDOWS: u64 = 18;
+    /// TCB SetAffinity: MR0 = the core the thread runs on (an online core); the thread
+    /// must be inactive.
+    pub const TCB_SET_AFFINITY: u64 = 19;
 }
 
 /// Fault messages: the label of the message a faulting thread's handler receives, and

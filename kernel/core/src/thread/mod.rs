@@ -58,6 +58,8 @@ pub mod tcb {
     pub const TIMER_CVAL: u64 = 0x178;
     /// The time partition it belongs to (it runs only in that partition's windows).
     pub const PARTITION: u64 = 0x1c8;
+    /// The core it runs on.
+    pub const CORE: u64 = 0x1d0;
     /// Its CSpace root: a CNode slot (32 bytes) inside the TCB.
     pub const CSPACE_SLOT: u64 = 0x180;
     /// Byte offset of register `x(n)` in the context.

@@ -5,7 +5,7 @@
 //! 0..248, SP_EL0 at 248, ELR_EL2 at 256, SPSR_EL2 at 264. The assertions below pin it.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use static_assertions::const_assert_eq;
 
 use super::regs::{sysreg_read, sysreg_write};
@@ -42,8 +42,10 @@ const_assert_eq!(core::mem::size_of::<UserContext>(), 272);
 /// One core's record. Only its own core writes the context pointer and stack top.
 #[repr(C)]
 pub struct PerCpu {
-    /// The running task's context (entry.S saves lower-level registers here).
-    pub ctx: UnsafeCell<*mut UserContext>,
+    /// The running thread's context (entry.S saves lower-level registers here). Written
+    /// by its own core, or by another core that stops the thread (it then points it at
+    /// this core's scratch context, so the stopped thread's TCB is never written again).
+    pub ctx: AtomicPtr<UserContext>,
     /// Top of this core's kernel stack.
     pub stack_top: u64,
     /// Logical index (0 = boot core).
@@ -61,8 +63,7 @@ pub struct PerCpu {
 const_assert_eq!(core::mem::offset_of!(PerCpu, ctx), 0);
 const_assert_eq!(core::mem::offset_of!(PerCpu, stack_top), 8);
 
-// SAFETY: `ctx` is only read and written by the core that owns the record (entry.S via
-// TPIDR_EL2 and `set_context` below); every other field is atomic or immutable.
+// SAFETY: every field is atomic or immutable after `init_this`.
 unsafe impl Sync for PerCpu {}
 
 extern "C" {
@@ -71,7 +72,7 @@ extern "C" {
 
 const fn percpu(index: usize) -> PerCpu {
     PerCpu {
-        ctx: UnsafeCell::new(core::ptr::null_mut()),
+        ctx: AtomicPtr::new(core::ptr::null_mut()),
         stack_top: 0,
         index,
         mpidr: AtomicU64::new(0),
@@ -147,7 +148,26 @@ pub fn index() -> usize {
 
 /// Makes `ctx` the context that lower-level exceptions on this core save into.
 pub fn set_context(ctx: *mut UserContext) {
-    // SAFETY: only this core touches its own `ctx` cell, and never concurrently with
-    // itself (the kernel is not re-entered while it runs with IRQs masked).
-    unsafe { *this().ctx.get() = ctx };
+    this().ctx.store(ctx, Ordering::Release);
+}
+
+struct Scratch(UnsafeCell<[UserContext; MAX_CPUS]>);
+// SAFETY: element `i` is written only by core `i`'s entry code, and only after another
+// core pointed core `i`'s context at it; nothing reads it.
+unsafe impl Sync for Scratch {}
+static SCRATCH: Scratch = Scratch(UnsafeCell::new(
+    [UserContext {
+        x: [0; 31],
+        sp: 0,
+        elr: 0,
+        spsr: 0,
+    }; MAX_CPUS],
+));
+
+/// Points core `index`'s save area at its scratch context: the thread it runs was
+/// stopped and its TCB must not be written again.
+pub fn redirect_to_scratch(index: usize) {
+    // SAFETY: only the address of the element is taken.
+    let p = unsafe { (*SCRATCH.0.get()).as_mut_ptr().add(index) };
+    get(index).ctx.store(p, Ordering::Release);
 }
