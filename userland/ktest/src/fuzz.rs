@@ -4,7 +4,63 @@
 //! used is still whole afterwards.
 
 use crate::util::*;
-use bulkhead_sys::{call, debug_log_raw, debug_slot, raw_call, MessageInfo};
+use bulkhead_sys::cap::ObjectType;
+use core::sync::atomic::{AtomicU64, Ordering};
+use kcore::cap::Cap;
+
+/// The canary: a thread on core 1, in its own partition there, counting.
+static CANARY: AtomicU64 = AtomicU64::new(0);
+const CANARY_TCB: u64 = 150;
+
+#[repr(C, align(16))]
+struct Stack([u64; 512]);
+static mut CANARY_STACK: Stack = Stack([0; 512]);
+
+extern "C" fn canary(_: u64) -> ! {
+    loop {
+        CANARY.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts the canary from an Untyped other than `ut` (which the fuzzer revokes).
+fn start_canary(ut: u64) -> bool {
+    let Some(other) = (2..66).find(|&i| {
+        i != ut
+            && matches!(
+                cap_at(i),
+                Cap::Untyped {
+                    size_bits: 12..,
+                    device: false,
+                    ..
+                }
+            )
+    }) else {
+        return false;
+    };
+    let t = |label, mr| call(CANARY_TCB, MessageInfo::new(label, 4), mr);
+    let sp = core::ptr::addr_of!(CANARY_STACK) as u64 + 512 * 8;
+    let sc = (2..72).find(|&i| matches!(cap_at(i), Cap::SchedControl));
+    make(other, ObjectType::Tcb, 0, CANARY_TCB).is_ok()
+        && t(invocation::TCB_CONFIGURE, [ROOT, 100, 0, 0]).is_ok()
+        && t(invocation::TCB_SET_AFFINITY, [1, 0, 0, 0]).is_ok()
+        && t(invocation::TCB_SET_PARTITION, [1, 0, 0, 0]).is_ok()
+        && t(
+            invocation::TCB_WRITE_REGISTERS,
+            [canary as *const () as u64, sp, 0, 0],
+        )
+        .is_ok()
+        && sc.is_some_and(|sc| {
+            // Core 1 runs partition 1 only.
+            call(
+                sc,
+                MessageInfo::new(invocation::SCHED_CONTROL_SET_WINDOWS, 4),
+                [1, 1, 1, 1],
+            )
+            .is_ok()
+        })
+        && t(invocation::TCB_RESUME, [0; 4]).is_ok()
+}
+use bulkhead_sys::{call, debug_log_raw, debug_slot, invocation, raw_call, MessageInfo};
 
 /// xorshift64*: small, seedable, the same everywhere.
 struct Rng(u64);
@@ -36,12 +92,28 @@ pub fn run(seed: u64, count: u64) -> u64 {
         defmt::error!("fuzz: no Untyped memory");
         return 1;
     };
+    if !start_canary(ut) {
+        defmt::error!("fuzz: could not start the canary on core 1");
+        return 1;
+    }
     let mut rng = Rng(seed | 1);
     let mut ok = 0u64;
+    let mut canary_checks = 0u64;
+    let mut last_canary = 0u64;
     for n in 0..count {
         if n % 1000 == 0 {
             // Keep the state bounded: drop everything made so far now and then.
             let _ = revoke(ut);
+        }
+        if n % 10_000 == 9_999 {
+            // The canary on the other core must have run on since the last check.
+            let c = CANARY.load(Ordering::Relaxed);
+            if c == last_canary {
+                defmt::error!("fuzz: the canary on core 1 stopped after {=u64} calls", n);
+                return 1;
+            }
+            last_canary = c;
+            canary_checks += 1;
         }
         let r = match rng.below(16) {
             0 => {
@@ -106,6 +178,10 @@ pub fn run(seed: u64, count: u64) -> u64 {
         count,
         ok,
         whole
+    );
+    defmt::info!(
+        "fuzz: canary on core 1 kept running through {=u64} checks",
+        canary_checks
     );
     if whole {
         0
