@@ -338,3 +338,91 @@ fn last_cap_deletion_destroys_the_object_once() {
     revoke(&mut m, &root, a(2)).unwrap();
     assert!(matches!(m.1[..], [Cap::Endpoint { .. }, Cap::Tcb { .. }]));
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Retype(u64, u64, u32, u64, u64),
+        Copy(u64, u64, u8),
+        Mint(u64, u64, u8, u64),
+        Move(u64, u64),
+        Delete(u64),
+        Revoke(u64),
+    }
+
+    fn slot_ix() -> impl Strategy<Value = u64> {
+        prop_oneof![2u64..4, 8u64..24]
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            (slot_ix(), 0u64..6, 0u32..4, 8u64..24, 1u64..3)
+                .prop_map(|(u, t, b, o, c)| Op::Retype(u, t, b, o, c)),
+            (slot_ix(), slot_ix(), 0u8..16).prop_map(|(d, s, r)| Op::Copy(d, s, r)),
+            (slot_ix(), slot_ix(), 0u8..16, 0u64..4).prop_map(|(d, s, r, b)| Op::Mint(d, s, r, b)),
+            (slot_ix(), slot_ix()).prop_map(|(d, s)| Op::Move(d, s)),
+            slot_ix().prop_map(Op::Delete),
+            slot_ix().prop_map(Op::Revoke),
+        ];
+        proptest::collection::vec(op, 1..60)
+    }
+
+    /// The list invariants: links symmetric, every listed slot holds a cap, depth steps
+    /// down by at most one, every cap with depth > 0 has a parent, and parents' rights
+    /// cover their children's.
+    fn invariants(m: &MapMem) -> Result<(), TestCaseError> {
+        for (&s, c) in &m.0 {
+            prop_assert!(!c.cap.is_null(), "empty slot kept in the list");
+            if let Some(n) = c.next {
+                prop_assert_eq!(m.read(n).prev, Some(s));
+                prop_assert!(m.read(n).depth <= c.depth + 1);
+            }
+            if let Some(p) = c.prev {
+                prop_assert_eq!(m.read(p).next, Some(s));
+            }
+            if c.depth > 0 {
+                let p = parent_of(m, s);
+                prop_assert!(p.is_some(), "orphan at depth {}", c.depth);
+                let pc = m.read(p.unwrap()).cap;
+                let r = |c: &Cap| match *c {
+                    Cap::Endpoint { rights, .. }
+                    | Cap::Notification { rights, .. }
+                    | Cap::Frame { rights, .. } => rights,
+                    _ => rights::ALL,
+                };
+                prop_assert_eq!(r(&c.cap) & !r(&pc), 0, "child has rights its parent lacks");
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn random_operations_keep_the_tree_sound(ops in ops()) {
+            let (mut m, root) = setup();
+            for op in ops {
+                let before: Vec<_> = { let mut v: Vec<_> = m.0.iter().map(|(a, c)| (*a, *c)).collect(); v.sort_by_key(|x| x.0); v };
+                let r = match op {
+                    Op::Retype(u, t, b, o, c) => {
+                        let bits = if t == 0 { 12 + b } else if t == 4 { 1 + b } else { 0 };
+                        retype(&mut m, &root, a(u), t, bits, a(1), o, c)
+                    }
+                    Op::Copy(d, s, r) => copy(&mut m, &root, a(d), a(s), r),
+                    Op::Mint(d, s, r, b) => mint(&mut m, &root, a(d), a(s), r, b),
+                    Op::Move(d, s) => move_cap(&mut m, &root, a(d), a(s)),
+                    Op::Delete(s) => delete(&mut m, &root, a(s)),
+                    Op::Revoke(s) => revoke(&mut m, &root, a(s)),
+                };
+                if r.is_err() {
+                    let after: Vec<_> = { let mut v: Vec<_> = m.0.iter().map(|(a, c)| (*a, *c)).collect(); v.sort_by_key(|x| x.0); v };
+                    prop_assert_eq!(before, after, "an error changed the state");
+                }
+                invariants(&m)?;
+            }
+        }
+    }
+}
