@@ -1,0 +1,169 @@
+//! What a capability names and carries: object identity, rights and badges.
+
+use crate::CapView;
+use bulkhead_sys::cap::{rights, ObjectType, SLOT_BITS};
+
+/// The identity of an object: "the same object" means the same type and address (and,
+/// for Untyped, the same size; for the other types the size follows from type and address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjRef {
+    /// The object's type.
+    pub ty: ObjectType,
+    /// Its address.
+    pub addr: u64,
+    /// log2 of its size in bytes.
+    pub size_bits: u32,
+}
+
+impl ObjRef {
+    /// One past the object's last byte (computed without overflow).
+    pub fn end(&self) -> u128 {
+        u128::from(self.addr) + (1u128 << self.size_bits)
+    }
+
+    /// True if the two objects share at least one byte.
+    pub fn overlaps(&self, other: &ObjRef) -> bool {
+        u128::from(self.addr) < other.end() && u128::from(other.addr) < self.end()
+    }
+
+    /// True if `other` lies entirely within `self`.
+    pub fn contains(&self, other: &ObjRef) -> bool {
+        self.addr <= other.addr && other.end() <= self.end()
+    }
+}
+
+impl CapView {
+    /// The object this cap names.
+    pub fn object(&self) -> ObjRef {
+        let (ty, addr, size_bits) = match *self {
+            CapView::Untyped {
+                base, size_bits, ..
+            } => (ObjectType::Untyped, base, size_bits),
+            CapView::CNode { addr, radix, .. } => (ObjectType::CNode, addr, radix + SLOT_BITS),
+            CapView::Endpoint { addr, .. } => (ObjectType::Endpoint, addr, 4),
+            CapView::Notification { addr, .. } => (ObjectType::Notification, addr, 5),
+            CapView::Tcb { addr } => (ObjectType::Tcb, addr, 11),
+            CapView::Frame {
+                addr, size_bits, ..
+            } => {
+                let ty = match size_bits {
+                    12 => ObjectType::Frame4K,
+                    21 => ObjectType::Frame2M,
+                    _ => ObjectType::Frame1G,
+                };
+                (ty, addr, size_bits)
+            }
+            CapView::PageTable { addr } => (ObjectType::PageTable, addr, 12),
+            CapView::VSpace { addr } => (ObjectType::VSpace, addr, 13),
+        };
+        ObjRef {
+            ty,
+            addr,
+            size_bits,
+        }
+    }
+
+    /// True for the types whose rights mean something (Endpoint, Notification, Frame).
+    pub fn has_rights(&self) -> bool {
+        matches!(
+            self,
+            CapView::Endpoint { .. } | CapView::Notification { .. } | CapView::Frame { .. }
+        )
+    }
+
+    /// The cap's rights; types without meaningful rights carry all of them.
+    pub fn rights(&self) -> u8 {
+        match *self {
+            CapView::Endpoint { rights, .. }
+            | CapView::Notification { rights, .. }
+            | CapView::Frame { rights, .. } => rights,
+            _ => rights::ALL,
+        }
+    }
+
+    /// The cap's badge; 0 for unbadged caps and for types without badges.
+    pub fn badge(&self) -> u64 {
+        match *self {
+            CapView::Endpoint { badge, .. } | CapView::Notification { badge, .. } => badge,
+            _ => 0,
+        }
+    }
+
+    /// The same cap with its rights replaced (no change for types without rights).
+    pub(crate) fn with_rights(self, new: u8) -> CapView {
+        match self {
+            CapView::Endpoint { addr, badge, .. } => CapView::Endpoint {
+                addr,
+                rights: new,
+                badge,
+            },
+            CapView::Notification { addr, badge, .. } => CapView::Notification {
+                addr,
+                rights: new,
+                badge,
+            },
+            CapView::Frame {
+                addr, size_bits, ..
+            } => CapView::Frame {
+                addr,
+                size_bits,
+                rights: new,
+            },
+            other => other,
+        }
+    }
+
+    /// The same cap with its badge replaced (no change for types without badges).
+    pub(crate) fn with_badge(self, new: u64) -> CapView {
+        match self {
+            CapView::Endpoint { addr, rights, .. } => CapView::Endpoint {
+                addr,
+                rights,
+                badge: new,
+            },
+            CapView::Notification { addr, rights, .. } => CapView::Notification {
+                addr,
+                rights,
+                badge: new,
+            },
+            other => other,
+        }
+    }
+
+    /// The cap Retype gives a new object: all rights, unbadged, CNode guard 0 (no guard
+    /// bits), Untyped with watermark 0 and the parent's `device`.
+    pub(crate) fn fresh(ty: ObjectType, addr: u64, size_bits: u32, device: bool) -> CapView {
+        match ty {
+            ObjectType::Untyped => CapView::Untyped {
+                base: addr,
+                size_bits,
+                watermark: 0,
+                device,
+            },
+            ObjectType::Tcb => CapView::Tcb { addr },
+            ObjectType::Endpoint => CapView::Endpoint {
+                addr,
+                rights: rights::ALL,
+                badge: 0,
+            },
+            ObjectType::Notification => CapView::Notification {
+                addr,
+                rights: rights::ALL,
+                badge: 0,
+            },
+            ObjectType::CNode => CapView::CNode {
+                addr,
+                radix: size_bits,
+                guard_bits: 0,
+                guard: 0,
+            },
+            ObjectType::Frame4K | ObjectType::Frame2M | ObjectType::Frame1G => CapView::Frame {
+                addr,
+                size_bits: ty.object_bits(0).expect("frames have a fixed size"),
+                rights: rights::ALL,
+            },
+            ObjectType::PageTable => CapView::PageTable { addr },
+            ObjectType::VSpace => CapView::VSpace { addr },
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! An executable model of Bulkhead's capability system.
+//!
+//! The semantics are those of `docs/design/capabilities.md`; this crate states them as
+//! plainly as it can (an explicit object table, CNodes as maps of slots, the derivation
+//! tree as explicit parent pointers, the derivation order as a plain list) so that it can
+//! serve as the reference the kernel's own implementation (`kcore::cap`) is compared
+//! against, operation by operation.
+//!
+//! ```
+//! use cap_model::{Addr, BootConfig, Model, Op};
+//! use bulkhead_sys::cap::{rights, ObjectType};
+//!
+//! let mut m = Model::boot(&BootConfig::standard());
+//! let root = |index| Addr { index, depth: 64 };
+//! // Make an endpoint in root slot 4 from the untyped in slot 2, then copy it read-only.
+//! m.apply(&Op::Retype {
+//!     untyped: root(2),
+//!     ty: ObjectType::Endpoint as u64,
+//!     size_bits: 0,
+//!     dest: root(1),
+//!     offset: 4,
+//!     count: 1,
+//! })
+//! .unwrap();
+//! m.apply(&Op::Copy { dest: root(5), src: root(4), rights: rights::READ }).unwrap();
+//! assert_eq!(m.snapshot().len(), 5);
+//! ```
+#![forbid(unsafe_code)]
+
+mod cap;
+pub mod gen;
+pub mod invariants;
+mod model;
+mod ops;
+
+pub use cap::ObjRef;
+pub use model::Model;
+
+/// Derivation depth (number of ancestors) at which a cap can no longer be copied or minted.
+pub const MAX_DERIVATION_DEPTH: u32 = 65535;
+
+/// A slot address relative to the caller's CSpace root (resolved per the doc's "Addressing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr {
+    /// The index, whose top `depth` bits are consumed by the lookup.
+    pub index: u64,
+    /// How many bits of the index to resolve (1 ..= 64).
+    pub depth: u32,
+}
+
+/// One capability operation, as the caller issues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Copy `src` to the empty slot `dest`, masking its rights.
+    Copy {
+        /// Destination slot.
+        dest: Addr,
+        /// Source slot.
+        src: Addr,
+        /// Rights mask.
+        rights: u8,
+    },
+    /// Copy `src` to `dest`, masking its rights and setting a badge.
+    Mint {
+        /// Destination slot.
+        dest: Addr,
+        /// Source slot.
+        src: Addr,
+        /// Rights mask.
+        rights: u8,
+        /// Badge (0: keep the source's).
+        badge: u64,
+    },
+    /// Move the cap in `src` to the empty slot `dest`.
+    Move {
+        /// Destination slot.
+        dest: Addr,
+        /// Source slot.
+        src: Addr,
+    },
+    /// Move the cap in `src` to `dest`, setting its badge.
+    Mutate {
+        /// Destination slot.
+        dest: Addr,
+        /// Source slot.
+        src: Addr,
+        /// Badge (0: keep the cap's).
+        badge: u64,
+    },
+    /// Delete the cap in `slot`.
+    Delete {
+        /// The slot.
+        slot: Addr,
+    },
+    /// Delete every descendant of the cap in `slot`.
+    Revoke {
+        /// The slot.
+        slot: Addr,
+    },
+    /// `dest` names a slot holding a CNode cap; new caps go to that CNode's slots offset..offset+count.
+    Retype {
+        /// The slot holding the Untyped cap.
+        untyped: Addr,
+        /// The object type number (`bulkhead_sys::cap::ObjectType`).
+        ty: u64,
+        /// Size argument (Untyped: log2 bytes; CNode: radix; otherwise ignored).
+        size_bits: u32,
+        /// The slot holding the destination CNode's cap.
+        dest: Addr,
+        /// First destination slot in that CNode.
+        offset: u64,
+        /// How many objects to create.
+        count: u64,
+    },
+}
+
+/// What a non-empty slot holds, as both implementations can report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CapView {
+    /// Untyped memory `[base, base + 2^size_bits)`, used up to `base + watermark`.
+    Untyped {
+        /// Start of the region.
+        base: u64,
+        /// log2 of the region's size.
+        size_bits: u32,
+        /// Bytes used from the base.
+        watermark: u64,
+        /// Device memory (only Untyped and Frames may be made from it).
+        device: bool,
+    },
+    /// A CNode of `2^radix` slots, with a guard for addressing.
+    CNode {
+        /// Address of the CNode object.
+        addr: u64,
+        /// log2 of the number of slots.
+        radix: u32,
+        /// Guard size in bits.
+        guard_bits: u32,
+        /// Guard value.
+        guard: u64,
+    },
+    /// An IPC endpoint.
+    Endpoint {
+        /// Address of the object.
+        addr: u64,
+        /// Rights (`bulkhead_sys::cap::rights`).
+        rights: u8,
+        /// Badge, 0 if unbadged.
+        badge: u64,
+    },
+    /// A notification.
+    Notification {
+        /// Address of the object.
+        addr: u64,
+        /// Rights (`bulkhead_sys::cap::rights`).
+        rights: u8,
+        /// Badge, 0 if unbadged.
+        badge: u64,
+    },
+    /// A thread control block.
+    Tcb {
+        /// Address of the object.
+        addr: u64,
+    },
+    /// A frame of `2^size_bits` bytes (12, 21 or 30).
+    Frame {
+        /// Address of the object.
+        addr: u64,
+        /// log2 of the frame's size.
+        size_bits: u32,
+        /// Rights (`bulkhead_sys::cap::rights`).
+        rights: u8,
+    },
+    /// A stage-2 page table.
+    PageTable {
+        /// Address of the object.
+        addr: u64,
+    },
+    /// A stage-2 address space root.
+    VSpace {
+        /// Address of the object.
+        addr: u64,
+    },
+}
+
+/// A slot is identified by the address of its CNode object and its index there.
+pub type SlotId = (u64, u64);
+
+/// A non-empty slot: its cap and the slot of the cap's parent in the derivation tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotView {
+    /// The capability.
+    pub cap: CapView,
+    /// Where its parent is, `None` for a root of the derivation tree.
+    pub parent: Option<SlotId>,
+}
+
+/// All non-empty slots of all CNodes that exist (including leaked/unreachable ones).
+pub type Snapshot = std::collections::BTreeMap<SlotId, SlotView>;
+
+/// The initial state both implementations build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    /// Address of the root CNode object (outside every untyped).
+    pub root_addr: u64,
+    /// Radix of the root CNode (e.g. 8).
+    pub root_radix: u32,
+    /// Guard size of the caller's root cap (e.g. 56, so depth-64 addresses resolve in one level).
+    pub root_guard_bits: u32,
+    /// Initial untypeds: (base, size_bits, device); their caps go to root slots 2, 3, ...
+    pub untypeds: Vec<(u64, u32, bool)>,
+}
+
+impl BootConfig {
+    /// Root CNode at 0x10_0000 with 256 slots and a 56-bit guard (so `Addr { index: i,
+    /// depth: 64 }` names root slot `i`), a 1 MiB RAM untyped at 0x100_0000 (slot 2) and a
+    /// 64 KiB device untyped at 0x900_0000 (slot 3).
+    pub fn standard() -> Self {
+        BootConfig {
+            root_addr: 0x10_0000,
+            root_radix: 8,
+            root_guard_bits: 56,
+            untypeds: vec![(0x100_0000, 20, false), (0x900_0000, 16, true)],
+        }
+    }
+
+    /// Like [`BootConfig::standard`] but the root has 16 slots and no guard, so depth 4
+    /// names a root slot and `Addr { index: (s << r) | i, depth: 4 + r }` names slot `i` of
+    /// a radix-`r` CNode (guard 0) whose cap is in root slot `s`.
+    pub fn nested() -> Self {
+        BootConfig {
+            root_radix: 4,
+            root_guard_bits: 0,
+            ..Self::standard()
+        }
+    }
+}
