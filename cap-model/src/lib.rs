@@ -30,6 +30,7 @@
 mod cap;
 pub mod gen;
 pub mod invariants;
+pub mod isolation;
 mod model;
 mod ops;
 

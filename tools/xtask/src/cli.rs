@@ -23,6 +23,11 @@ Commands:
   test [--host-only | --scenarios-only] [FILTER]
         Run `cargo test --workspace`, then every tests/scenarios/*.toml whose
         file name contains FILTER, under QEMU.
+  check [SYSTEM]
+        Run the isolation analysis on a system description: print its partitions,
+        channels and verdict; exit non-zero, listing each violation and the grants
+        that cause it, when a partition can get authority it should not have.
+        `build` (and so `run` and `test`) refuses such a system.
   lint  Check formatting and run clippy for the host and the bare-metal target.
   help  Show this text.
 
@@ -65,6 +70,8 @@ pub enum Command {
     Run(RunArgs),
     /// `test`.
     Test(TestOptions),
+    /// `check`, with the description as given.
+    Check(Option<PathBuf>),
     /// `lint`.
     Lint,
     /// `help`.
@@ -118,7 +125,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
     let is_test = command == "test";
     if !matches!(
         command.as_str(),
-        "build" | "run" | "test" | "lint" | "help" | "-h" | "--help"
+        "build" | "run" | "test" | "check" | "lint" | "help" | "-h" | "--help"
     ) {
         return Err(format!("unknown command `{command}`"));
     }
@@ -163,7 +170,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
             _ => return Err(format!("`{command}` has no option {name}")),
         }
     }
-    let max_positional = usize::from(is_build || is_test);
+    let max_positional = usize::from(is_build || is_test || command == "check");
     if positional.len() > max_positional {
         return Err(format!(
             "unexpected argument `{}` for `{command}`",
@@ -188,6 +195,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
             test.filter = first;
             Ok(Command::Test(test))
         }
+        "check" => Ok(Command::Check(first.map(PathBuf::from))),
         "lint" => Ok(Command::Lint),
         _ => Ok(Command::Help),
     }
@@ -237,6 +245,15 @@ mod tests {
     }
 
     #[test]
+    fn check_takes_a_system() {
+        let Ok(Command::Check(s)) = p(&["check", "systems/x.toml"]) else {
+            panic!("not a check");
+        };
+        assert_eq!(s, Some(PathBuf::from("systems/x.toml")));
+        assert!(matches!(p(&["check"]), Ok(Command::Check(None))));
+    }
+
+    #[test]
     fn errors() {
         assert!(p(&[]).is_err());
         assert!(p(&["frob"]).unwrap_err().contains("unknown command"));
@@ -251,6 +268,8 @@ mod tests {
             .unwrap_err()
             .contains("unexpected argument `b`"));
         assert!(p(&["lint", "x"]).is_err());
+        assert!(p(&["check", "a", "b"]).is_err());
+        assert!(p(&["check", "--smp", "2"]).is_err());
         assert!(p(&["run", "--gdb=1"])
             .unwrap_err()
             .contains("takes no value"));

@@ -182,6 +182,7 @@ pub fn payload_only(system: &System, log: &str) -> Result<PathBuf> {
 
 /// Builds everything for `system` and writes the manifest.
 pub fn build(system: &System, log: &str) -> Result<Built> {
+    crate::check::refuse_leaky(system)?;
     let out = out_dir(system);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let (payload, task) = build_payload(system, &out, log)?;

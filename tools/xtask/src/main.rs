@@ -3,6 +3,8 @@
 //! Progress and errors go to stderr prefixed `xtask:`; the decoded console goes to stdout.
 #![forbid(unsafe_code)]
 
+mod capdiff;
+mod check;
 mod cli;
 mod decode;
 mod expect;
@@ -54,6 +56,14 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Run(args) => run(args),
         Command::Test(opts) => test::test(&opts),
+        Command::Check(path) => {
+            let system = system::load(&resolve(path.as_deref()))?;
+            Ok(if check::check(&system)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Lint => {
             lint::lint()?;
             say!("lint passed");

@@ -1,7 +1,9 @@
-//! System descriptions (`systems/*.toml`, format v0): which board, how many CPUs, and the
-//! boot tasks the kernel starts.
+//! System descriptions (`systems/*.toml`, format v1): which board, how many CPUs, the boot
+//! tasks the kernel starts and, optionally, the partitions they form, the channels between
+//! partitions and extra caps to hand out (checked by `cargo xtask check`). Every v0 file
+//! (no partitions) is a valid v1 file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,6 +27,37 @@ struct RawSystem {
     smp: Option<i64>,
     #[serde(default)]
     task: Vec<RawTask>,
+    #[serde(default)]
+    partition: Vec<RawPartition>,
+    #[serde(default)]
+    channel: Vec<RawChannel>,
+    #[serde(default)]
+    grant: Vec<RawGrant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartition {
+    name: String,
+    #[serde(default)]
+    tasks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    name: String,
+    between: Vec<String>,
+    kind: String,
+    rights: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    partition: String,
+    object: String,
+    rights: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +94,88 @@ pub struct System {
     pub smp: Option<u32>,
     /// Boot tasks in slot order.
     pub tasks: Vec<Task>,
+    /// Partitions; one implicit partition holding every task when the file declares none.
+    pub partitions: Vec<Partition>,
+    /// Whether `partitions` is the implicit one.
+    pub implicit_partition: bool,
+    /// Declared channels.
+    pub channels: Vec<Channel>,
+    /// Extra caps to hand out.
+    pub grants: Vec<Grant>,
+}
+
+/// Name of the implicit partition of a description that declares none.
+pub const IMPLICIT_PARTITION: &str = "system";
+/// Rights a channel side gets when the description gives none.
+pub const DEFAULT_CHANNEL_RIGHTS: &str = "rw";
+
+/// A partition: a set of tasks isolated from the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Name (no `.`).
+    pub name: String,
+    /// Names of the tasks that run in it.
+    pub tasks: Vec<String>,
+}
+
+/// What a channel shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// An IPC endpoint.
+    Endpoint,
+    /// A notification.
+    Notification,
+    /// A shared memory region.
+    Memory,
+}
+
+/// A channel: one object, owned by the first partition, shared with the second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    /// Name, unique among channels; the object is `<first partition>.<name>`.
+    pub name: String,
+    /// The two partitions.
+    pub between: [String; 2],
+    /// What it shares.
+    pub kind: ChannelKind,
+    /// Rights letters per side, in `between` order.
+    pub rights: [String; 2],
+}
+
+/// An extra cap: `partition` gets `rights` on `owner`'s object `object`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Who receives it.
+    pub partition: String,
+    /// The object's owner partition.
+    pub owner: String,
+    /// The object's name within its owner.
+    pub object: String,
+    /// Rights letters.
+    pub rights: String,
+}
+
+impl Partition {
+    /// The objects a partition owns besides its channels: `cspace`, `memory` and
+    /// `<task>.tcb` per task.
+    pub fn implicit_objects(&self) -> Vec<String> {
+        let mut names = vec!["cspace".to_string(), "memory".to_string()];
+        names.extend(self.tasks.iter().map(|t| format!("{t}.tcb")));
+        names
+    }
+}
+
+/// Checks a rights string (letters `r`, `w`, `g`, each at most once).
+pub fn check_rights(rights: &str) -> Result<()> {
+    for (i, c) in rights.char_indices() {
+        if !matches!(c, 'r' | 'w' | 'g') {
+            bail!("rights `{rights}`: unknown letter `{c}` (use r, w, g)");
+        }
+        if rights[..i].contains(c) {
+            bail!("rights `{rights}`: `{c}` given twice");
+        }
+    }
+    Ok(())
 }
 
 /// Checks a CPU count from anywhere (description, command line, scenario).
@@ -150,6 +265,11 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         }
         tasks.push(task);
     }
+    let (partitions, implicit_partition) =
+        check_partitions(raw.partition, &tasks).map_err(|e| anyhow!("{file}: {e}"))?;
+    let channels = check_channels(raw.channel, &partitions).map_err(|e| anyhow!("{file}: {e}"))?;
+    let grants =
+        check_grants(raw.grant, &partitions, &channels).map_err(|e| anyhow!("{file}: {e}"))?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -161,7 +281,155 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         board,
         smp,
         tasks,
+        partitions,
+        implicit_partition,
+        channels,
+        grants,
     })
+}
+
+fn check_partitions(raw: Vec<RawPartition>, tasks: &[Task]) -> Result<(Vec<Partition>, bool)> {
+    if raw.is_empty() {
+        let tasks = tasks.iter().map(|t| t.name.clone()).collect();
+        let name = IMPLICIT_PARTITION.to_string();
+        return Ok((vec![Partition { name, tasks }], true));
+    }
+    let mut home: HashMap<&str, &str> = HashMap::new();
+    let mut partitions: Vec<Partition> = Vec::new();
+    for (i, rp) in raw.iter().enumerate() {
+        let label = format!("partition #{} `{}`", i + 1, rp.name);
+        if rp.name.is_empty() || !rp.name.chars().all(|c| valid_name_char(c) && c != '.') {
+            bail!("{label}: name must be non-empty ASCII letters, digits, `-` and `_`");
+        }
+        if partitions.iter().any(|p| p.name == rp.name) {
+            bail!("{label}: duplicate name");
+        }
+        for t in &rp.tasks {
+            if !tasks.iter().any(|task| &task.name == t) {
+                bail!("{label}: unknown task `{t}`");
+            }
+            if let Some(other) = home.insert(t, &rp.name) {
+                bail!("{label}: task `{t}` is already in partition `{other}`");
+            }
+        }
+        partitions.push(Partition {
+            name: rp.name.clone(),
+            tasks: rp.tasks.clone(),
+        });
+    }
+    if let Some(t) = tasks.iter().find(|t| !home.contains_key(t.name.as_str())) {
+        bail!("task `{}` is in no partition", t.name);
+    }
+    Ok((partitions, false))
+}
+
+fn check_channels(raw: Vec<RawChannel>, partitions: &[Partition]) -> Result<Vec<Channel>> {
+    let known = |p: &str| partitions.iter().any(|q| q.name == p);
+    let mut channels: Vec<Channel> = Vec::new();
+    for (i, rc) in raw.into_iter().enumerate() {
+        let label = format!("channel #{} `{}`", i + 1, rc.name);
+        if rc.name.is_empty() || !rc.name.chars().all(valid_name_char) {
+            bail!("{label}: name must be non-empty ASCII letters, digits, `-`, `_` and `.`");
+        }
+        if channels.iter().any(|c| c.name == rc.name) {
+            bail!("{label}: duplicate name");
+        }
+        let [a, b]: [String; 2] = rc.between.try_into().map_err(|v: Vec<String>| {
+            anyhow!("{label}: `between` names {} partitions, not 2", v.len())
+        })?;
+        for p in [&a, &b] {
+            if !known(p) {
+                bail!("{label}: unknown partition `{p}`");
+            }
+        }
+        if a == b {
+            bail!("{label}: a channel between `{a}` and itself");
+        }
+        let owner = partitions
+            .iter()
+            .find(|p| p.name == a)
+            .expect("checked above");
+        if owner.implicit_objects().contains(&rc.name) {
+            bail!("{label}: `{a}` already owns an object `{}`", rc.name);
+        }
+        let kind = match rc.kind.as_str() {
+            "endpoint" => ChannelKind::Endpoint,
+            "notification" => ChannelKind::Notification,
+            "memory" => ChannelKind::Memory,
+            k => bail!("{label}: unknown kind `{k}` (use endpoint, notification, memory)"),
+        };
+        let mut given = rc.rights.unwrap_or_default();
+        let mut side = |p: &str| -> Result<String> {
+            let r = given
+                .remove(p)
+                .unwrap_or_else(|| DEFAULT_CHANNEL_RIGHTS.into());
+            check_rights(&r).map_err(|e| anyhow!("{label}: {p}: {e}"))?;
+            Ok(r)
+        };
+        let rights = [side(&a)?, side(&b)?];
+        if let Some(p) = given.keys().next() {
+            bail!("{label}: rights for `{p}`, which is not one of `{a}` and `{b}`");
+        }
+        channels.push(Channel {
+            name: rc.name,
+            between: [a, b],
+            kind,
+            rights,
+        });
+    }
+    Ok(channels)
+}
+
+fn check_grants(
+    raw: Vec<RawGrant>,
+    partitions: &[Partition],
+    channels: &[Channel],
+) -> Result<Vec<Grant>> {
+    let mut grants = Vec::new();
+    for (i, rg) in raw.into_iter().enumerate() {
+        let label = format!("grant #{} to `{}`", i + 1, rg.partition);
+        if !partitions.iter().any(|p| p.name == rg.partition) {
+            bail!("{label}: unknown partition `{}`", rg.partition);
+        }
+        let Some((owner, object)) = rg.object.split_once('.') else {
+            bail!(
+                "{label}: object `{}` is not `<partition>.<object>`",
+                rg.object
+            );
+        };
+        let Some(p) = partitions.iter().find(|p| p.name == owner) else {
+            bail!(
+                "{label}: object `{}`: unknown partition `{owner}`",
+                rg.object
+            );
+        };
+        let exists = p.implicit_objects().iter().any(|o| o == object)
+            || channels
+                .iter()
+                .any(|c| c.between[0] == owner && c.name == object);
+        if !exists {
+            let mut names = p.implicit_objects();
+            names.extend(
+                channels
+                    .iter()
+                    .filter(|c| c.between[0] == owner)
+                    .map(|c| c.name.clone()),
+            );
+            bail!(
+                "{label}: unknown object `{}` (`{owner}` owns: {})",
+                rg.object,
+                names.join(", ")
+            );
+        }
+        check_rights(&rg.rights).map_err(|e| anyhow!("{label}: {e}"))?;
+        grants.push(Grant {
+            partition: rg.partition,
+            owner: owner.to_string(),
+            object: object.to_string(),
+            rights: rg.rights,
+        });
+    }
+    Ok(grants)
 }
 
 /// Reads and checks a description file.
@@ -253,5 +521,83 @@ mod tests {
             .map(|i| format!("[[task]]\nname = \"t{i}\"\nbinary = \"b\"\n"))
             .collect();
         assert!(err(&many).contains("at most 32"));
+    }
+
+    const TWO: &str = "[[task]]\nname = \"ta\"\nbinary = \"init\"\n\
+        [[task]]\nname = \"tb\"\nbinary = \"init\"\n\
+        [[partition]]\nname = \"a\"\ntasks = [\"ta\"]\n\
+        [[partition]]\nname = \"b\"\ntasks = [\"tb\"]\n";
+
+    #[test]
+    fn v1_parses() {
+        let s = parse(
+            Path::new("t.toml"),
+            &format!(
+                "{TWO}[[channel]]\nname = \"ab\"\nbetween = [\"a\", \"b\"]\n\
+                 kind = \"memory\"\nrights = {{ b = \"r\" }}\n\
+                 [[grant]]\npartition = \"b\"\nobject = \"a.ta.tcb\"\nrights = \"\"\n"
+            ),
+        )
+        .unwrap();
+        assert!(!s.implicit_partition);
+        assert_eq!(s.partitions[1].tasks, ["tb"]);
+        assert_eq!(
+            s.partitions[0].implicit_objects(),
+            ["cspace", "memory", "ta.tcb"]
+        );
+        assert_eq!(s.channels[0].kind, ChannelKind::Memory);
+        assert_eq!(s.channels[0].rights, ["rw", "r"]);
+        assert_eq!(
+            (s.grants[0].owner.as_str(), s.grants[0].object.as_str()),
+            ("a", "ta.tcb")
+        );
+        let v0 = parse(
+            Path::new("t.toml"),
+            "[[task]]\nname = \"x\"\nbinary = \"init\"\n",
+        );
+        let v0 = v0.unwrap();
+        assert!(v0.implicit_partition);
+        assert_eq!(v0.partitions[0].tasks, ["x"]);
+    }
+
+    #[test]
+    fn v1_errors() {
+        let ch = |between: &str, extra: &str| {
+            err(&format!(
+                "{TWO}[[channel]]\nname = \"ab\"\nbetween = {between}\nkind = \"endpoint\"\n{extra}"
+            ))
+        };
+        assert!(
+            ch("[\"a\", \"a\"]", "").contains("channel #1 `ab`: a channel between `a` and itself")
+        );
+        assert!(ch("[\"a\", \"c\"]", "").contains("unknown partition `c`"));
+        assert!(ch("[\"a\"]", "").contains("names 1 partitions, not 2"));
+        assert!(ch("[\"a\", \"b\"]", "rights = { c = \"r\" }\n").contains("rights for `c`"));
+        assert!(ch("[\"a\", \"b\"]", "rights = { a = \"rx\" }\n").contains("unknown letter `x`"));
+        assert!(ch("[\"a\", \"b\"]", "colour = 1\n").contains("unknown field `colour`"));
+        let e = err(&format!(
+            "{TWO}[[partition]]\nname = \"c\"\ntasks = [\"ta\"]\n"
+        ));
+        assert!(
+            e.contains("partition #3 `c`: task `ta` is already in partition `a`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{TWO}[[partition]]\nname = \"c\"\ntasks = [\"zz\"]\n"
+        ));
+        assert!(e.contains("unknown task `zz`"), "{e}");
+        let e = err("[[task]]\nname = \"a\"\nbinary = \"b\"\n[[partition]]\nname = \"p\"\n");
+        assert!(e.contains("task `a` is in no partition"), "{e}");
+        let e = err(&format!(
+            "{TWO}[[grant]]\npartition = \"b\"\nobject = \"a.x\"\nrights = \"r\"\n"
+        ));
+        assert!(
+            e.contains("unknown object `a.x` (`a` owns: cspace, memory, ta.tcb)"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{TWO}[[grant]]\npartition = \"q\"\nobject = \"a.x\"\nrights = \"r\"\n"
+        ));
+        assert!(e.contains("grant #1 to `q`: unknown partition `q`"), "{e}");
     }
 }

@@ -34,6 +34,9 @@ pub struct Scenario {
     pub exit_status: Option<i32>,
     /// Run QEMU with the virtualization extensions (entry at EL2); default true.
     pub virtualization: Option<bool>,
+    /// After the run, compare the `CAPDIFF` digests the task printed with the model's.
+    #[serde(default)]
+    pub capdiff: bool,
 }
 
 /// The scenario's patterns for a run with `smp` CPUs: `{smp}` stands for the count.
@@ -194,7 +197,12 @@ impl Runner {
             print!("{label} ... ");
             let _ = std::io::stdout().flush();
             match qemu::run(&built, &cfg) {
-                Ok(r) => match r.verdict {
+                Ok(r) => match r.verdict.and_then(|d| {
+                    if scenario.capdiff {
+                        crate::capdiff::compare(&cfg.log_path).map_err(|e| format!("{e:#}"))?;
+                    }
+                    Ok(d)
+                }) {
                     Ok(_) => {
                         self.tally.passed += 1;
                         println!("ok ({:.1}s)", r.elapsed.as_secs_f64());
@@ -212,6 +220,39 @@ impl Runner {
     }
 }
 
+/// Every shipped system (`systems/*.toml`) must pass the isolation analysis and the leaky
+/// example (`tests/systems/leaky.toml`) must be refused.
+fn check_isolation() -> Result<()> {
+    let root = setup::repo_root();
+    let mut shipped: Vec<_> = std::fs::read_dir(root.join("systems"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    shipped.sort();
+    for p in &shipped {
+        let sys = system::load(p)?;
+        if !crate::check::analyse(&sys)?.is_isolated() {
+            anyhow::bail!(
+                "shipped system {} is not isolated (run `cargo xtask check` on it)",
+                shown(p)
+            );
+        }
+    }
+    let leaky = root.join("tests/systems/leaky.toml");
+    let sys = system::load(&leaky)?;
+    if crate::check::analyse(&sys)?.is_isolated() {
+        anyhow::bail!(
+            "the isolation analysis accepted the leaky example {}",
+            shown(&leaky)
+        );
+    }
+    say!(
+        "isolation analysis: {} shipped system(s) isolated; the leaky example refused",
+        shipped.len()
+    );
+    Ok(())
+}
+
 /// Runs the host tests and/or the scenarios.
 pub fn test(opts: &TestOptions) -> Result<ExitCode> {
     if !opts.scenarios_only {
@@ -221,6 +262,7 @@ pub fn test(opts: &TestOptions) -> Result<ExitCode> {
             "the host tests",
         )
         .context("host tests failed; scenarios were not run")?;
+        check_isolation()?;
     }
     if opts.host_only {
         return Ok(ExitCode::SUCCESS);

@@ -246,6 +246,8 @@ pub mod task_mode {
     pub const FUZZ: u64 = 7;
     /// The same with 1,000,000 calls (a documented long run).
     pub const FUZZ_FULL: u64 = 8;
+    /// Run the target half of the on-target differential test (`ktest`).
+    pub const CAPDIFF: u64 = 9;
 
     /// Every mode with its name in system descriptions.
     pub const ALL: &[(&str, u64)] = &[
@@ -258,6 +260,7 @@ pub mod task_mode {
         ("ktest", KTEST),
         ("fuzz", FUZZ),
         ("fuzz-full", FUZZ_FULL),
+        ("capdiff", CAPDIFF),
     ];
 
     /// The number for a mode name.
