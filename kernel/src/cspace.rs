@@ -57,7 +57,9 @@ impl SlotMem for KernelSlots {
             Cap::Tcb { addr } => sched::stop(addr, Error::Aborted as u64),
             Cap::IrqHandler { irq } => crate::irq::release(irq),
             Cap::Endpoint { addr, .. } | Cap::Notification { addr, .. } => {
-                sched::ipc(|m, w| thread::abort_endpoint(m, addr, Error::Aborted as u64, w))
+                sched::ipc_with(self, |m, w| {
+                    thread::abort_endpoint(m, addr, Error::Aborted as u64, w)
+                })
             }
             _ => {}
         }
@@ -316,9 +318,13 @@ fn invoke_tcb(
             if mr[1] > 255 {
                 return Err(Error::RangeError);
             }
+            if !mr[3].is_multiple_of(kcore::addr::PAGE_SIZE) {
+                return Err(Error::AlignmentError);
+            }
             if st != State::Inactive {
                 return Err(Error::IllegalOperation);
             }
+            KObj.wr(t + tcb::IPC_BUF, mr[3]);
             cap::delete_at(mem, t + tcb::CSPACE_SLOT);
             cap::derive_into(mem, slot, t + tcb::CSPACE_SLOT)?;
             KObj.wr(t + tcb::PRIO, mr[1]);
@@ -342,7 +348,7 @@ fn invoke_tcb(
                 return Err(Error::IllegalOperation);
             }
             if st == State::Inactive {
-                sched::ipc(|m, w| {
+                sched::ipc_with(mem, |m, w| {
                     m.wr(t + tcb::STATE, State::Ready as u64);
                     w(m, t);
                 });

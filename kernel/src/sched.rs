@@ -23,6 +23,7 @@ use kcore::thread::{self, tcb, ObjMem, RunQueue, State};
 
 use crate::arch::cpu::{self, UserContext, MAX_CPUS};
 use crate::arch::regs::{isb, sysreg_read, sysreg_write};
+use crate::ipcbuf::IpcMem;
 use crate::sync::SpinLock;
 
 /// Partitions a core's schedule can name.
@@ -137,18 +138,30 @@ fn kick(mask: u32) {
     }
 }
 
-/// Runs an IPC operation `f` under `OBJ`. `f` gets the object memory and a `wake`
-/// function for the threads it makes ready: each goes to its own core's run queue, and
-/// cores other than this one are sent an SGI once `OBJ` is released.
-pub fn ipc<R>(f: impl FnOnce(&mut KObj, &mut dyn FnMut(&mut KObj, u64)) -> R) -> R {
+/// Runs an IPC operation `f` under the capability lock and `OBJ` (messages may carry a
+/// capability). `f` gets the object memory and a `wake` function for the threads it makes
+/// ready: each goes to its own core's run queue, and cores other than this one are sent
+/// an SGI once the locks are released.
+pub fn ipc<R>(f: impl FnOnce(&mut IpcMem<'_>, &mut dyn FnMut(&mut IpcMem<'_>, u64)) -> R) -> R {
+    let mut caps = crate::cspace::CAPS.lock();
+    ipc_with(&mut caps, f)
+}
+
+/// As [`ipc`], for callers that already hold the capability lock.
+pub fn ipc_with<R>(
+    caps: &mut crate::cspace::KernelSlots,
+    f: impl FnOnce(&mut IpcMem<'_>, &mut dyn FnMut(&mut IpcMem<'_>, u64)) -> R,
+) -> R {
     let guard = OBJ.lock();
     let mut mask = 0u32;
-    let mut wake = |m: &mut KObj, t: u64| {
+    let mut wake = |m: &mut IpcMem<'_>, t: u64| {
         let c = core_of(t);
-        SCHED[c].lock().rq.push(m, t);
+        SCHED[c].lock().rq.push(&mut KObj, t);
+        let _ = m;
         mask |= 1 << c;
     };
-    let r = f(&mut KObj, &mut wake);
+    let mut mem = IpcMem { caps };
+    let r = f(&mut mem, &mut wake);
     drop(guard);
     kick(mask);
     r

@@ -20,6 +20,8 @@ use kcore::thread::{tcb, ObjMem, State};
 
 /// Top of every task's stack (IPA).
 pub const STACK_TOP: u64 = 0x1_0000_0000;
+/// Where a boot task's first thread finds its IPC buffer (one page, read/write).
+pub const IPC_BUFFER: u64 = 0xf000_0000;
 /// Priority of a boot task's first thread.
 pub const ROOT_PRIORITY: u64 = 254;
 /// Stack pages per task.
@@ -170,6 +172,8 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
         (tcb::CTX + 32 * 8, elf.entry()),
         (tcb::CTX + 33 * 8, 0),
         (tcb::PRIO, ROOT_PRIORITY),
+        (tcb::IPC_BUF, IPC_BUFFER),
+        (tcb::reg(6), IPC_BUFFER),
         (tcb::VTTBR, task.vttbr()),
         (tcb::STATE, State::Ready as u64),
     ];
@@ -205,6 +209,11 @@ fn populate(task: &Task, elf: &Elf<'static>) -> Result<(), LoadError> {
             }
             page += PAGE_SIZE;
         }
+    }
+    let buf = mem::alloc_zeroed().ok_or(LoadError::NoMemory)?;
+    if let Err(e) = map(task.root, IPC_BUFFER, buf, Perms::RW) {
+        mem::free(buf);
+        return Err(LoadError::Map(e));
     }
     for i in 1..=STACK_PAGES {
         let frame = mem::alloc_zeroed().ok_or(LoadError::NoMemory)?;

@@ -144,19 +144,26 @@ fn code(r: Result<(), Error>) -> u64 {
 
 /// The endpoint at `cptr` in `t`'s CSpace, if it carries `right`: (address, badge).
 fn endpoint(t: u64, cptr: u64, right: u8) -> Result<(u64, u64), Error> {
+    endpoint_rights(t, cptr, right).map(|(ep, badge, _)| (ep, badge))
+}
+
+/// As [`endpoint`], also returning the cap's rights.
+fn endpoint_rights(t: u64, cptr: u64, right: u8) -> Result<(u64, u64, u8), Error> {
     match cspace::cap_of(t, cptr)? {
         Cap::Endpoint {
             addr,
             rights,
             badge,
-        } if rights & right != 0 => Ok((addr, badge)),
+        } if rights & right != 0 => Ok((addr, badge, rights)),
         _ => Err(Error::InvalidCapability),
     }
 }
 
 fn ipc_send(cur: u64, cptr: u64, call: bool, block: bool) {
-    match endpoint(cur, cptr, rights::WRITE) {
-        Ok((ep, badge)) => {
+    match endpoint_rights(cur, cptr, rights::WRITE) {
+        Ok((ep, badge, r)) => {
+            // A capability in the message travels only with the Grant right.
+            KObj.wr(cur + tcb::SEND_GRANT, (r & rights::GRANT != 0) as u64);
             sched::ipc(|m, w| thread::send(m, cur, ep, badge, call, block, w));
         }
         Err(e) => set(cur, 0, e as u64),

@@ -10,6 +10,8 @@ mod caps;
 #[cfg(target_os = "none")]
 mod fuzz;
 #[cfg(target_os = "none")]
+mod ipcbuf;
+#[cfg(target_os = "none")]
 mod irqs;
 #[cfg(target_os = "none")]
 mod more;

@@ -128,8 +128,25 @@ impl Error {
 
 pub mod cap;
 
-/// The message info word of a Call: label in bits 63:12, length (message registers
-/// used) in bits 6:0.
+/// Where the kernel maps a boot task's first thread's IPC buffer (one page, read/write;
+/// also passed in its `x6`).
+pub const BOOT_IPC_BUFFER: u64 = 0xf000_0000;
+
+/// IPC buffer words: message registers 4..63 at their own index; the capability to send
+/// (an index at depth 64 in the sender's CSpace) at [`ipc_buffer::SEND_CAP`]; the slot that
+/// receives a capability (depth 64 in the receiver's CSpace, 0 = none) at
+/// [`ipc_buffer::RECV_SLOT`].
+pub mod ipc_buffer {
+    /// Word holding the capability to send.
+    pub const SEND_CAP: usize = 64;
+    /// Word holding the receive slot.
+    pub const RECV_SLOT: usize = 67;
+    /// Most message registers.
+    pub const MAX_MRS: u64 = 64;
+}
+
+/// The message info word of a Call: label in bits 63:12, capabilities in bits 8:7,
+/// length (message registers used) in bits 6:0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageInfo(pub u64);
 
@@ -137,6 +154,14 @@ impl MessageInfo {
     /// A message with `label` and `length` registers.
     pub const fn new(label: u64, length: u64) -> Self {
         MessageInfo((label << 12) | (length & 0x7f))
+    }
+    /// The same, also carrying `caps` capabilities (0 or 1 are delivered).
+    pub const fn with_caps(self, caps: u64) -> Self {
+        MessageInfo((self.0 & !(3 << 7)) | ((caps & 3) << 7))
+    }
+    /// Capabilities carried (as sent, or as delivered to a receiver).
+    pub const fn caps(self) -> u64 {
+        (self.0 >> 7) & 3
     }
     /// The label.
     pub const fn label(self) -> u64 {

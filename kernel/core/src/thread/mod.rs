@@ -17,6 +17,40 @@ pub trait ObjMem {
     fn rd(&self, addr: u64) -> u64;
     /// Writes the word at `addr`.
     fn wr(&mut self, addr: u64, v: u64);
+    /// The parts of a message beyond the registers: message registers 4 and up (IPC
+    /// buffer to IPC buffer) and, if `caps_ok`, a capability. Returns the message info
+    /// the receiver gets (length and cap count as delivered). The default delivers
+    /// registers only.
+    fn extend(&mut self, _from: u64, _to: u64, info: u64, _caps_ok: bool) -> u64 {
+        msg::delivered(info, msg::length(info).min(msg::REGISTER_MRS), 0)
+    }
+}
+
+/// Message info layout: label in bits 63:12, capability count in bits 8:7, length in
+/// message registers in bits 6:0. MR0..MR3 travel in x2..x5, MR4.. in the IPC buffer.
+pub mod msg {
+    /// Message registers carried in CPU registers.
+    pub const REGISTER_MRS: u64 = 4;
+    /// Most message registers (the rest are in the IPC buffer).
+    pub const MAX_MRS: u64 = 64;
+    /// IPC buffer word where the first capability to send is named (an index at depth
+    /// 64 in the sender's CSpace).
+    pub const BUF_CAP: u64 = 64;
+    /// IPC buffer word naming the slot (depth 64 in the receiver's CSpace) that receives
+    /// a transferred capability; 0 = none.
+    pub const BUF_RECV_SLOT: u64 = 67;
+    /// Length field.
+    pub const fn length(info: u64) -> u64 {
+        info & 0x7f
+    }
+    /// Capability count field.
+    pub const fn caps(info: u64) -> u64 {
+        (info >> 7) & 3
+    }
+    /// `info` with its length and cap count replaced.
+    pub const fn delivered(info: u64, length: u64, caps: u64) -> u64 {
+        (info & !0x1ff) | ((caps & 3) << 7) | (length & 0x7f)
+    }
 }
 
 /// TCB field offsets (the object is 2 KiB; the register context comes first so the
@@ -60,6 +94,11 @@ pub mod tcb {
     pub const PARTITION: u64 = 0x1c8;
     /// The core it runs on.
     pub const CORE: u64 = 0x1d0;
+    /// Address (in its address space) of its IPC buffer, 0 = none.
+    pub const IPC_BUF: u64 = 0x1d8;
+    /// While sending: 1 if the endpoint cap used has the Grant right (a capability in the
+    /// message may be transferred).
+    pub const SEND_GRANT: u64 = 0x1e0;
     /// Its CSpace root: a CNode slot (32 bytes) inside the TCB.
     pub const CSPACE_SLOT: u64 = 0x180;
     /// Byte offset of register `x(n)` in the context.
@@ -161,6 +200,10 @@ fn ep_remove<M: ObjMem>(m: &mut M, t: u64) {
 /// Copies the message (x1..x5, or the fault message of a faulted sender) from `from` to
 /// `to` and gives `to` the badge and x0 = 0.
 fn transfer<M: ObjMem>(m: &mut M, from: u64, to: u64, badge: u64) {
+    transfer_with(m, from, to, badge, true)
+}
+
+fn transfer_with<M: ObjMem>(m: &mut M, from: u64, to: u64, badge: u64, caps_ok: bool) {
     let faulted = m.rd(from + tcb::FAULTED) != 0;
     for r in 1..=5 {
         let v = if faulted {
@@ -169,6 +212,12 @@ fn transfer<M: ObjMem>(m: &mut M, from: u64, to: u64, badge: u64) {
             m.rd(from + tcb::reg(r))
         };
         m.wr(to + tcb::reg(r), v);
+    }
+    if !faulted {
+        let info = m.rd(to + tcb::reg(1));
+        let grant = caps_ok && m.rd(from + tcb::SEND_GRANT) != 0;
+        let delivered = m.extend(from, to, info, grant);
+        m.wr(to + tcb::reg(1), delivered);
     }
     m.wr(to + tcb::reg(0), 0);
     m.wr(to + tcb::reg(6), badge);
@@ -295,7 +344,8 @@ pub fn reply<M: ObjMem>(m: &mut M, cur: u64, wake: &mut dyn FnMut(&mut M, u64)) 
                 m.wr(caller + tcb::CTX + 32 * 8, pc);
             }
         } else {
-            transfer(m, cur, caller, 0);
+            // Replies carry no capabilities.
+            transfer_with(m, cur, caller, 0, false);
         }
         m.wr(caller + tcb::REPLY_FROM, 0);
         set_state(m, caller, State::Ready);

@@ -20,7 +20,7 @@ const EP: u64 = 0x2_0000;
 const EP2: u64 = 0x2_0010;
 
 fn msg(m: &mut Mem, t: u64, label: u64, v: u64) {
-    m.wr(t + tcb::reg(1), label);
+    m.wr(t + tcb::reg(1), label << 12 | 1);
     m.wr(t + tcb::reg(2), v);
 }
 
@@ -40,7 +40,7 @@ fn send_then_recv() {
     assert_eq!(state(&m, T[0]), State::BlockedSend);
     assert_eq!(recv(&mut m, T[1], EP, true, &mut w), After::Continue);
     assert_eq!(state(&m, T[0]), State::Ready);
-    assert_eq!(m.rd(T[1] + tcb::reg(1)), 7);
+    assert_eq!(m.rd(T[1] + tcb::reg(1)), 7 << 12 | 1);
     assert_eq!(m.rd(T[1] + tcb::reg(2)), 42);
     assert_eq!(m.rd(T[1] + tcb::reg(6)), 5, "badge delivered");
     assert_eq!(m.rd(EP), 0, "endpoint idle again");
@@ -278,4 +278,18 @@ proptest! {
             prop_assert_eq!(got, want);
         }
     }
+}
+
+#[test]
+fn long_messages_are_trimmed_without_buffers_and_replies_carry_no_caps() {
+    let mut m = Mem::default();
+    let (_, mut w) = woken();
+    // Length 20 and one cap, but the default memory has no IPC buffers: 4 registers, no cap.
+    m.wr(T[0] + tcb::reg(1), 3 << 12 | 1 << 7 | 20);
+    m.wr(T[0] + tcb::SEND_GRANT, 1);
+    recv(&mut m, T[1], EP, true, &mut w);
+    send(&mut m, T[0], EP, 0, false, true, &mut w);
+    assert_eq!(m.rd(T[1] + tcb::reg(1)), 3 << 12 | 4);
+    assert_eq!(msg::length(3 << 12 | 1 << 7 | 20), 20);
+    assert_eq!(msg::caps(3 << 12 | 1 << 7 | 20), 1);
 }
