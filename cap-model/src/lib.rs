@@ -33,6 +33,7 @@ pub mod invariants;
 pub mod isolation;
 mod model;
 mod ops;
+pub mod seq;
 
 pub use cap::ObjRef;
 pub use model::Model;

@@ -5,57 +5,9 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use cap_model::{Addr, BootConfig, CapView, Model, Op};
+use cap_model::{BootConfig, CapView, Model};
 use capseq::{compared_slots, op, Digest, Rng, ROOT_GUARD_BITS, ROOT_RADIX, UNTYPED_BITS};
 use kcore::cap::Cap;
-
-fn to_model(o: capseq::Op) -> Op {
-    let a = |index| Addr { index, depth: 64 };
-    match o {
-        capseq::Op::Copy { dest, src, rights } => Op::Copy {
-            dest: a(dest),
-            src: a(src),
-            rights,
-        },
-        capseq::Op::Mint {
-            dest,
-            src,
-            rights,
-            badge,
-        } => Op::Mint {
-            dest: a(dest),
-            src: a(src),
-            rights,
-            badge,
-        },
-        capseq::Op::Move { dest, src } => Op::Move {
-            dest: a(dest),
-            src: a(src),
-        },
-        capseq::Op::Mutate { dest, src, badge } => Op::Mutate {
-            dest: a(dest),
-            src: a(src),
-            badge,
-        },
-        capseq::Op::Delete { slot } => Op::Delete { slot: a(slot) },
-        capseq::Op::Revoke { slot } => Op::Revoke { slot: a(slot) },
-        capseq::Op::Retype {
-            untyped,
-            ty,
-            size_bits,
-            dest,
-            offset,
-            count,
-        } => Op::Retype {
-            untyped: a(untyped),
-            ty,
-            size_bits,
-            dest: a(dest),
-            offset,
-            count,
-        },
-    }
-}
 
 /// The kernel's encoding of a cap the model describes.
 fn encode(v: &CapView) -> [u64; 2] {
@@ -122,7 +74,7 @@ pub fn expected(cfg: &BootConfig, seed: u64, len: u64) -> u64 {
     let mut rng = Rng::new(seed);
     let mut d = Digest::default();
     for _ in 0..len {
-        let r = model.apply(&to_model(op(&mut rng)));
+        let r = model.apply(&cap_model::seq::from_capseq(op(&mut rng)));
         d.word(match r {
             Ok(()) => 0,
             Err(e) => e as u64,

@@ -123,10 +123,12 @@ fn long_message_trimmed_without_buffer(ut: u64) -> Outcome {
     )
 }
 
-fn cap_transfer_with_grant(ut: u64) -> Outcome {
+/// Sends the notification in F+6 over an endpoint cap with `r` rights to a receiver that
+/// offers RECV_SLOT.
+fn send_cap(ut: u64, r: u8) -> Outcome {
     make(ut, ObjectType::Endpoint, 0, EP).map_err(|_| "ep")?;
     make(ut, ObjectType::Notification, 0, F + 6).map_err(|_| "ntfn")?;
-    mint(F + 5, EP, rights::WRITE | rights::GRANT, 0).map_err(|_| "mint")?;
+    mint(F + 5, EP, r, 0).map_err(|_| "mint")?;
     spawn_child(ut, receiver, child_buf() as u64)?;
     put(mine(), ipc_buffer::SEND_CAP, F + 6);
     let info = MessageInfo::new(2, 0).with_caps(1);
@@ -139,7 +141,11 @@ fn cap_transfer_with_grant(ut: u64) -> Outcome {
             badge: 0,
         },
     );
-    check(e == 0, "send")?;
+    check(e == 0, "send")
+}
+
+fn cap_transfer_with_grant(ut: u64) -> Outcome {
+    send_cap(ut, rights::WRITE | rights::GRANT)?;
     check(
         STEP.load(Ordering::SeqCst) == 2,
         "receiver was not told of one capability",
@@ -155,22 +161,7 @@ fn cap_transfer_with_grant(ut: u64) -> Outcome {
 }
 
 fn cap_transfer_needs_grant(ut: u64) -> Outcome {
-    make(ut, ObjectType::Endpoint, 0, EP).map_err(|_| "ep")?;
-    make(ut, ObjectType::Notification, 0, F + 6).map_err(|_| "ntfn")?;
-    mint(F + 5, EP, rights::WRITE, 0).map_err(|_| "mint")?;
-    spawn_child(ut, receiver, child_buf() as u64)?;
-    put(mine(), ipc_buffer::SEND_CAP, F + 6);
-    let info = MessageInfo::new(2, 0).with_caps(1);
-    let (e, _) = ipc(
-        Syscall::Send,
-        F + 5,
-        &Msg {
-            info: info.0,
-            mr: [0; 4],
-            badge: 0,
-        },
-    );
-    check(e == 0, "send")?;
+    send_cap(ut, rights::WRITE)?;
     check(
         STEP.load(Ordering::SeqCst) == 1,
         "a capability arrived without Grant",

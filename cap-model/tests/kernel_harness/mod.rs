@@ -1,0 +1,201 @@
+//! The kernel's capability code (`kcore::cap`, compiled for the host) behind the model's
+//! interface, for the differential tests.
+#![allow(dead_code)]
+
+use cap_model::{Addr, BootConfig, CapView, Op, SlotView, Snapshot};
+use kcore::cap::{self as k, Cap, Cte, SlotMem};
+use std::collections::HashMap;
+
+/// Host slot memory: absent slots read as empty.
+#[derive(Default)]
+pub struct Mem(HashMap<u64, Cte>);
+
+impl SlotMem for Mem {
+    fn read(&self, addr: u64) -> Cte {
+        self.0.get(&addr).copied().unwrap_or_default()
+    }
+    fn write(&mut self, addr: u64, cte: Cte) {
+        if cte == Cte::default() {
+            self.0.remove(&addr);
+        } else {
+            self.0.insert(addr, cte);
+        }
+    }
+    fn clear(&mut self, addr: u64, size: u64) {
+        self.0.retain(|&a, _| a < addr || a >= addr + size);
+    }
+}
+
+/// Where the harness keeps the caller's root cap in the kernel's tree. On the target the
+/// thread's CSpace root sits in its TCB, so deleting the root CNode's own slot cap never
+/// destroys the CSpace the thread runs in; the model says the same of its out-of-slot
+/// root cap (decision 1 of the semantics doc). The holder is an initial (parentless) entry
+/// right after slot 1, not part of any CNode, and left out of snapshots.
+pub const HOLDER: u64 = 0xf000_0000;
+
+pub struct Kernel {
+    mem: Mem,
+    root: Cap,
+}
+
+impl Kernel {
+    pub fn boot(cfg: &BootConfig) -> Self {
+        let mut mem = Mem::default();
+        let root = k::boot(
+            &mut mem,
+            cfg.root_addr,
+            cfg.root_radix,
+            cfg.root_guard_bits,
+            &cfg.untypeds,
+        );
+        let slot1 = cfg.root_addr + 32;
+        let s1 = mem.read(slot1);
+        mem.write(
+            HOLDER,
+            Cte {
+                cap: root,
+                prev: Some(slot1),
+                next: s1.next,
+                depth: 0,
+            },
+        );
+        if let Some(n) = s1.next {
+            let mut nc = mem.read(n);
+            nc.prev = Some(HOLDER);
+            mem.write(n, nc);
+        }
+        mem.write(
+            slot1,
+            Cte {
+                next: Some(HOLDER),
+                ..s1
+            },
+        );
+        Kernel { mem, root }
+    }
+
+    pub fn apply(&mut self, op: &Op) -> Result<(), bulkhead_sys::Error> {
+        let a = |x: Addr| k::Addr {
+            index: x.index,
+            depth: x.depth,
+        };
+        let (m, r) = (&mut self.mem, &self.root);
+        match *op {
+            Op::Copy { dest, src, rights } => k::copy(m, r, a(dest), a(src), rights),
+            Op::Mint {
+                dest,
+                src,
+                rights,
+                badge,
+            } => k::mint(m, r, a(dest), a(src), rights, badge),
+            Op::Move { dest, src } => k::move_cap(m, r, a(dest), a(src)),
+            Op::Mutate { dest, src, badge } => k::mutate(m, r, a(dest), a(src), badge),
+            Op::Delete { slot } => k::delete(m, r, a(slot)),
+            Op::Revoke { slot } => k::revoke(m, r, a(slot)),
+            Op::Retype {
+                untyped,
+                ty,
+                size_bits,
+                dest,
+                offset,
+                count,
+            } => k::retype(m, r, a(untyped), ty, size_bits, a(dest), offset, count),
+        }
+    }
+
+    fn view(cap: &Cap) -> Option<CapView> {
+        Some(match *cap {
+            Cap::Null | Cap::IrqControl | Cap::IrqHandler { .. } | Cap::SchedControl => {
+                return None
+            }
+            Cap::Untyped {
+                base,
+                size_bits,
+                watermark,
+                device,
+            } => CapView::Untyped {
+                base,
+                size_bits,
+                watermark,
+                device,
+            },
+            Cap::CNode {
+                addr,
+                radix,
+                guard_bits,
+                guard,
+            } => CapView::CNode {
+                addr,
+                radix,
+                guard_bits,
+                guard,
+            },
+            Cap::Endpoint {
+                addr,
+                rights,
+                badge,
+            } => CapView::Endpoint {
+                addr,
+                rights,
+                badge,
+            },
+            Cap::Notification {
+                addr,
+                rights,
+                badge,
+            } => CapView::Notification {
+                addr,
+                rights,
+                badge,
+            },
+            Cap::Tcb { addr } => CapView::Tcb { addr },
+            Cap::Frame {
+                addr,
+                size_bits,
+                rights,
+            } => CapView::Frame {
+                addr,
+                size_bits,
+                rights,
+            },
+            Cap::PageTable { addr } => CapView::PageTable { addr },
+            Cap::VSpace { addr } => CapView::VSpace { addr },
+        })
+    }
+
+    /// The kernel's state in the model's terms: slots named by (CNode address, index).
+    pub fn snapshot(&self) -> Snapshot {
+        // Every CNode that exists: the root and every CNode named by some cap.
+        let mut cnodes: Vec<(u64, u32)> = vec![];
+        if let Cap::CNode { addr, radix, .. } = self.root {
+            cnodes.push((addr, radix));
+        }
+        for c in self.mem.0.values() {
+            if let Cap::CNode { addr, radix, .. } = c.cap {
+                cnodes.push((addr, radix));
+            }
+        }
+        let id = |slot: u64| -> (u64, u64) {
+            for &(addr, radix) in &cnodes {
+                if slot >= addr && slot < addr + (32u64 << radix) {
+                    return (addr, (slot - addr) / 32);
+                }
+            }
+            panic!("slot {slot:#x} lies in no CNode");
+        };
+        let mut snap = Snapshot::new();
+        for (&slot, c) in &self.mem.0 {
+            if slot == HOLDER {
+                continue;
+            }
+            let Some(cap) = Self::view(&c.cap) else {
+                continue;
+            };
+            let parent = k::parent_of(&self.mem, slot)
+                .filter(|&p| p != HOLDER)
+                .map(id);
+            snap.insert(id(slot), SlotView { cap, parent });
+        }
+        snap
+    }
+}
