@@ -16,5 +16,6 @@ pub mod elf;
 pub mod esr;
 pub mod frames;
 pub mod logwire;
+pub mod qsbr;
 pub mod stage2;
 pub mod thread;

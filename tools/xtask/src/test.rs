@@ -262,6 +262,18 @@ pub fn test(opts: &TestOptions) -> Result<ExitCode> {
             "the host tests",
         )
         .context("host tests failed; scenarios were not run")?;
+        say!("running the loom model checks (RUSTFLAGS=\"--cfg loom\", target/loom)");
+        setup::run_checked(
+            setup::cargo()
+                .args(["test", "-p", "kcore", "--lib", "--release", "loom"])
+                .env("RUSTFLAGS", "--cfg loom")
+                .env(
+                    "CARGO_TARGET_DIR",
+                    setup::repo_root().join("target").join("loom"),
+                ),
+            "the loom model checks",
+        )
+        .context("loom model checks failed; scenarios were not run")?;
         check_isolation()?;
     }
     if opts.host_only {
