@@ -17,7 +17,10 @@
 //! identity map and on host test memory.
 
 use crate::addr::{Ipa, PhysAddr, PAGE_SIZE};
+#[cfg(not(loom))]
 use core::sync::atomic::{AtomicU64, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries per 4 KiB table.
 pub const ENTRIES: usize = 512;
@@ -41,6 +44,8 @@ const SH_INNER: u64 = 0b11 << 8;
 const S2AP_SHIFT: u32 = 6;
 const MEMATTR_SHIFT: u32 = 2;
 const XN: u64 = 1 << 54;
+/// Software bit of an invalid entry: a writer owns it between break and make.
+pub const LOCKED: u64 = 1 << 55;
 const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 
 /// Memory type of a mapping (stage-2 MemAttr, Arm ARM D8.5.5).
@@ -89,6 +94,8 @@ impl Perms {
 pub enum Desc {
     /// Nothing mapped.
     Invalid,
+    /// Invalid and owned by a writer between break and make: walkers back off.
+    Locked,
     /// Next-level table.
     Table(PhysAddr),
     /// Page (level 3) or block (levels 1, 2).
@@ -129,7 +136,11 @@ pub const fn leaf_desc(level: u32, pa: PhysAddr, perms: Perms, mem: MemType) -> 
 /// Decodes a descriptor found at `level`.
 pub const fn decode(level: u32, d: u64) -> Desc {
     if d & VALID == 0 {
-        return Desc::Invalid;
+        return if d & LOCKED != 0 {
+            Desc::Locked
+        } else {
+            Desc::Invalid
+        };
     }
     let is_table_bit = d & TABLE_OR_PAGE != 0;
     if level < 3 && is_table_bit {
@@ -185,6 +196,23 @@ pub enum MapError {
     BlockInTheWay,
     /// No memory for a table.
     NoMemory,
+    /// An entry on the way is locked by another writer: retry later (a fault handler
+    /// returns to the guest, which faults again).
+    Locked,
+}
+
+/// Why an unmap failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum UnmapError {
+    /// The IPA is beyond the translated range or not page aligned.
+    BadIpa,
+    /// Nothing is mapped there.
+    NotMapped,
+    /// A block mapping covers the address.
+    BlockInTheWay,
+    /// Another writer holds an entry on the way.
+    Locked,
 }
 
 /// Where new tables come from.
@@ -215,6 +243,7 @@ pub fn map_page<M: TableMem>(
         table = match decode(level, cur) {
             Desc::Table(next) => next,
             Desc::Leaf { .. } => return Err(MapError::BlockInTheWay),
+            Desc::Locked => return Err(MapError::Locked),
             Desc::Invalid => {
                 let new = tables.alloc_table().ok_or(MapError::NoMemory)?;
                 // Release publishes the zeroed table to walkers that see the descriptor.
@@ -231,7 +260,7 @@ pub fn map_page<M: TableMem>(
                             Desc::Table(next) => next,
                             Desc::Leaf { .. } => return Err(MapError::BlockInTheWay),
                             // A locked (invalid but non-zero) entry: let the caller retry.
-                            Desc::Invalid => return Err(MapError::AlreadyMapped),
+                            Desc::Locked | Desc::Invalid => return Err(MapError::Locked),
                         }
                     }
                 }
@@ -246,7 +275,56 @@ pub fn map_page<M: TableMem>(
         Ordering::Acquire,
     )
     .map(|_| ())
-    .map_err(|_| MapError::AlreadyMapped)
+    .map_err(|winner| match decode(3, winner) {
+        Desc::Locked => MapError::Locked,
+        _ => MapError::AlreadyMapped,
+    })
+}
+
+/// Unmaps one 4 KiB page: break (CAS the leaf to LOCKED), `tlbi(ipa)` (which must
+/// invalidate the IPA on every core and wait for completion), make (store zero). Returns
+/// the page's physical address.
+pub fn unmap_page<M: TableMem>(
+    mem: &M,
+    root: PhysAddr,
+    ipa: Ipa,
+    tlbi: &mut dyn FnMut(Ipa),
+) -> Result<PhysAddr, UnmapError> {
+    if ipa.0 >> IPA_BITS != 0 || !ipa.is_aligned(PAGE_SIZE) {
+        return Err(UnmapError::BadIpa);
+    }
+    let mut table = root;
+    for level in START_LEVEL..3 {
+        match decode(
+            level,
+            mem.pte(table, index(level, ipa)).load(Ordering::Acquire),
+        ) {
+            Desc::Table(next) => table = next,
+            Desc::Leaf { .. } => return Err(UnmapError::BlockInTheWay),
+            Desc::Locked => return Err(UnmapError::Locked),
+            Desc::Invalid => return Err(UnmapError::NotMapped),
+        }
+    }
+    let pte = mem.pte(table, index(3, ipa));
+    let cur = pte.load(Ordering::Acquire);
+    let Desc::Leaf { pa, .. } = decode(3, cur) else {
+        return Err(if decode(3, cur) == Desc::Locked {
+            UnmapError::Locked
+        } else {
+            UnmapError::NotMapped
+        });
+    };
+    // Break: from here on this writer owns the entry and walkers see it invalid.
+    if pte
+        .compare_exchange(cur, LOCKED, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(UnmapError::Locked);
+    }
+    tlbi(ipa);
+    // Make: the entry may be installed again.
+    pte.store(0, Ordering::Release);
+    Ok(pa)
 }
 
 /// Translates `ipa`: the physical address and the leaf's rights, if mapped.
@@ -258,7 +336,7 @@ pub fn translate<M: TableMem>(mem: &M, root: PhysAddr, ipa: Ipa) -> Option<(Phys
     for level in START_LEVEL..=3 {
         let d = mem.pte(table, index(level, ipa)).load(Ordering::Acquire);
         match decode(level, d) {
-            Desc::Invalid => return None,
+            Desc::Invalid | Desc::Locked => return None,
             Desc::Table(next) => table = next,
             Desc::Leaf { pa, perms, .. } => {
                 let span = 1u64 << (12 + 9 * (3 - level));
@@ -289,7 +367,7 @@ pub fn teardown<M: TableMem>(
         for i in 0..n {
             let pte = mem.pte(t, i);
             match decode(level, pte.swap(0, Ordering::AcqRel)) {
-                Desc::Invalid => {}
+                Desc::Invalid | Desc::Locked => {}
                 Desc::Leaf { pa, .. } => leaf(pa),
                 Desc::Table(next) => {
                     visit(mem, next, level + 1, ENTRIES, leaf, table);
@@ -301,7 +379,7 @@ pub fn teardown<M: TableMem>(
     visit(mem, root, START_LEVEL, ROOT_ENTRIES, leaf, table);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -456,5 +534,242 @@ mod tests {
                 prop_assert_eq!(translate(&m, m.root(), Ipa(*ipa + 8)), Some((PhysAddr(pa + 8), *perms)));
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod unmap_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Sparse host table memory: entries created on first use.
+    #[derive(Default)]
+    struct Sparse(std::sync::Mutex<HashMap<(u64, usize), &'static AtomicU64>>);
+    impl TableMem for Sparse {
+        fn pte(&self, table: PhysAddr, index: usize) -> &AtomicU64 {
+            let mut m = self.0.lock().unwrap();
+            m.entry((table.0, index))
+                .or_insert_with(|| Box::leak(Box::new(AtomicU64::new(0))))
+        }
+    }
+    struct Pool(Vec<PhysAddr>);
+    impl TableAlloc for Pool {
+        fn alloc_table(&mut self) -> Option<PhysAddr> {
+            self.0.pop()
+        }
+        fn free_table(&mut self, t: PhysAddr) {
+            self.0.push(t)
+        }
+    }
+
+    #[test]
+    fn unmap_breaks_invalidates_and_makes() {
+        let m = Sparse::default();
+        let root = PhysAddr(0x1000_0000);
+        let mut pool = Pool((1..8).map(|i| PhysAddr(0x2000_0000 + i * 4096)).collect());
+        map_page(
+            &m,
+            root,
+            Ipa(0x4000),
+            PhysAddr(0x9000),
+            Perms::RW,
+            MemType::Normal,
+            &mut pool,
+        )
+        .unwrap();
+        let mut flushed = Vec::new();
+        // The TLB invalidation runs while the entry is locked (between break and make).
+        let r = unmap_page(&m, root, Ipa(0x4000), &mut |ipa| {
+            flushed.push(ipa);
+            assert_eq!(translate(&m, root, Ipa(0x4000)), None);
+            assert_eq!(
+                map_page(
+                    &m,
+                    root,
+                    Ipa(0x4000),
+                    PhysAddr(0xa000),
+                    Perms::RW,
+                    MemType::Normal,
+                    &mut Pool(vec![])
+                ),
+                Err(MapError::Locked),
+                "a writer meeting a locked entry backs off"
+            );
+        });
+        assert_eq!(r, Ok(PhysAddr(0x9000)));
+        assert_eq!(flushed, vec![Ipa(0x4000)]);
+        assert_eq!(
+            unmap_page(&m, root, Ipa(0x4000), &mut |_| {}),
+            Err(UnmapError::NotMapped)
+        );
+        assert_eq!(
+            unmap_page(&m, root, Ipa(0x4001), &mut |_| {}),
+            Err(UnmapError::BadIpa)
+        );
+        // After make the page can be mapped again.
+        map_page(
+            &m,
+            root,
+            Ipa(0x4000),
+            PhysAddr(0xb000),
+            Perms::R,
+            MemType::Normal,
+            &mut pool,
+        )
+        .unwrap();
+        assert_eq!(
+            translate(&m, root, Ipa(0x4000)),
+            Some((PhysAddr(0xb000), Perms::R))
+        );
+    }
+}
+
+/// Model checks of the walker (`RUSTFLAGS="--cfg loom" cargo test -p kcore --lib --release
+/// loom`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::collections::HashMap;
+
+    const ROOT: PhysAddr = PhysAddr(0x10_0000);
+    const IPA: Ipa = Ipa(0x4000);
+
+    /// Table memory with exactly the entries a walk of `IPA` touches, in `tables`.
+    struct Mem(HashMap<(u64, usize), AtomicU64>);
+    impl Mem {
+        fn new(tables: &[u64]) -> Self {
+            let mut m = HashMap::new();
+            m.insert((ROOT.0, index(1, IPA)), AtomicU64::new(0));
+            for &t in tables {
+                for level in [2, 3] {
+                    m.insert((t, index(level, IPA)), AtomicU64::new(0));
+                }
+            }
+            Mem(m)
+        }
+    }
+    impl TableMem for Mem {
+        fn pte(&self, table: PhysAddr, index: usize) -> &AtomicU64 {
+            &self.0[&(table.0, index)]
+        }
+    }
+    struct Pool(Vec<PhysAddr>, Vec<PhysAddr>);
+    impl TableAlloc for Pool {
+        fn alloc_table(&mut self) -> Option<PhysAddr> {
+            self.0.pop()
+        }
+        fn free_table(&mut self, t: PhysAddr) {
+            self.1.push(t)
+        }
+    }
+
+    /// Two cores fault on the same page at once: exactly one installs it, the other sees
+    /// it mapped (or locked, never with that protocol: only installs here); every table
+    /// that lost a race goes back to its pool.
+    #[test]
+    fn concurrent_faults_on_one_page() {
+        loom::model(|| {
+            let m = Arc::new(Mem::new(&[0x20_0000, 0x20_1000, 0x30_0000, 0x30_1000]));
+            let t = {
+                let m = m.clone();
+                thread::spawn(move || {
+                    let mut p = Pool(vec![PhysAddr(0x20_1000), PhysAddr(0x20_0000)], vec![]);
+                    let r = map_page(
+                        &*m,
+                        ROOT,
+                        IPA,
+                        PhysAddr(0xa000),
+                        Perms::RW,
+                        MemType::Normal,
+                        &mut p,
+                    );
+                    (r, 2 - p.0.len() - p.1.len())
+                })
+            };
+            let mut p = Pool(vec![PhysAddr(0x30_1000), PhysAddr(0x30_0000)], vec![]);
+            let mine = map_page(
+                &*m,
+                ROOT,
+                IPA,
+                PhysAddr(0xb000),
+                Perms::RW,
+                MemType::Normal,
+                &mut p,
+            );
+            let (theirs, their_linked) = t.join().unwrap();
+            let my_linked = 2 - p.0.len() - p.1.len();
+            assert!(
+                mine.is_ok() ^ theirs.is_ok(),
+                "exactly one install wins: {mine:?} {theirs:?}"
+            );
+            assert!(matches!(
+                (mine, theirs),
+                (Ok(()), Err(MapError::AlreadyMapped)) | (Err(MapError::AlreadyMapped), Ok(()))
+            ));
+            // Two tables (levels 2 and 3) are linked in all, whoever made them.
+            assert_eq!(
+                my_linked + their_linked,
+                2,
+                "a table leaked or was linked twice"
+            );
+            let want = if mine.is_ok() { 0xb000 } else { 0xa000 };
+            assert_eq!(translate(&*m, ROOT, IPA).map(|x| x.0), Some(PhysAddr(want)));
+        });
+    }
+
+    /// A fault races an unmap of the same page: the fault either finds the old mapping, or
+    /// the locked entry and backs off, or installs after the unmap finished; the final
+    /// state matches what each side was told, and no walker ever sees a half state.
+    #[test]
+    fn fault_racing_unmap() {
+        loom::model(|| {
+            let m = Arc::new(Mem::new(&[0x20_0000, 0x20_1000]));
+            {
+                let mut p = Pool(vec![PhysAddr(0x20_1000), PhysAddr(0x20_0000)], vec![]);
+                map_page(
+                    &*m,
+                    ROOT,
+                    IPA,
+                    PhysAddr(0xa000),
+                    Perms::RW,
+                    MemType::Normal,
+                    &mut p,
+                )
+                .unwrap();
+            }
+            let t = {
+                let m = m.clone();
+                thread::spawn(move || {
+                    let mut p = Pool(vec![], vec![]);
+                    map_page(
+                        &*m,
+                        ROOT,
+                        IPA,
+                        PhysAddr(0xb000),
+                        Perms::RW,
+                        MemType::Normal,
+                        &mut p,
+                    )
+                })
+            };
+            let seen_during_break = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let u = unmap_page(&*m, ROOT, IPA, &mut |_| {
+                seen_during_break.store(translate(&*m, ROOT, IPA).is_some(), Ordering::Relaxed);
+            });
+            let f = t.join().unwrap();
+            assert_eq!(u, Ok(PhysAddr(0xa000)), "the unmap owns the old mapping");
+            assert!(
+                !seen_during_break.load(Ordering::Relaxed),
+                "a walker saw the broken entry as mapped"
+            );
+            let now = translate(&*m, ROOT, IPA).map(|x| x.0);
+            match f {
+                Ok(()) => assert_eq!(now, Some(PhysAddr(0xb000))),
+                Err(MapError::AlreadyMapped) | Err(MapError::Locked) => assert_eq!(now, None),
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        });
     }
 }
