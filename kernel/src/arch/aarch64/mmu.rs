@@ -1,9 +1,12 @@
-//! The kernel's own EL2 stage-1 translation: an identity map in 1 GiB blocks.
+//! The kernel's own EL2 stage-1 translation: an identity map.
 //!
-//! One level-1 table (TCR_EL2.T0SZ = 25: 39-bit VA, walks start at level 1). Device
-//! ranges of the board are Device-nGnRE and execute-never; RAM (from the DTB) is Normal
-//! write-back, inner shareable. Everything else is unmapped, so a stray kernel access
-//! faults and is reported. Built once by the boot core before any other core starts and
+//! One level-1 table (TCR_EL2.T0SZ = 25: 39-bit VA, walks start at level 1) of 1 GiB
+//! blocks. Device ranges of the board are Device-nGnRE and execute-never; RAM (from the
+//! DTB) is Normal write-back, inner shareable, read/write and execute-never. The GiB that
+//! holds the kernel image is split (a level-2 table of 2 MiB blocks, and level-3 tables of
+//! pages around the image) so the image is W^X: text read/execute, rodata read-only,
+//! data, bss and stacks read/write, nothing else executable. Everything else is unmapped,
+//! so a stray kernel access faults and is reported. Built once by the boot core before any other core starts and
 //! never changed afterwards; each core then enables it with the same registers.
 //! (Arm ARM D8.3 descriptor formats, D8.2.5 TCR_ELx fields, D19.2 SCTLR_EL2.)
 
@@ -23,6 +26,13 @@ const AF: u64 = 1 << 10;
 const SH_INNER: u64 = 0b11 << 8;
 /// AP[1] is RES1 in the EL2 regime; AP[2] = 0 → read/write.
 const AP_RW_EL2: u64 = 1 << 6;
+/// AP[2] = 1 → read-only.
+const AP_RO_EL2: u64 = 0b11 << 6;
+const TABLE: u64 = 0b11;
+const PAGE: u64 = 0b11;
+const MIB2: u64 = 2 << 20;
+/// Level-3 tables for the image: it may span this many 2 MiB regions.
+const IMAGE_L3: usize = 2;
 const XN: u64 = 1 << 54;
 /// TCR_EL2: T0SZ = 25, IRGN0/ORGN0 = WB-WA, SH0 = inner, TG0 = 4 KiB, PS = 40 bits,
 /// RES1 bits 31 and 23.
@@ -37,6 +47,55 @@ struct Table(UnsafeCell<[u64; 512]>);
 unsafe impl Sync for Table {}
 
 static L1: Table = Table(UnsafeCell::new([0; 512]));
+static L2: Table = Table(UnsafeCell::new([0; 512]));
+static L3: [Table; IMAGE_L3] = [const { Table(UnsafeCell::new([0; 512])) }; IMAGE_L3];
+
+extern "C" {
+    static __kernel_start: u8;
+    static __rodata_start: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+}
+
+const NORMAL_RW: u64 = AF | ATTR_NORMAL | SH_INNER | AP_RW_EL2 | XN;
+
+/// Splits the GiB holding the kernel image so the image is mapped W^X.
+fn split_kernel_gib(l1: &mut [u64; 512]) {
+    let start = core::ptr::addr_of!(__kernel_start) as u64;
+    let rodata = core::ptr::addr_of!(__rodata_start) as u64;
+    let data = core::ptr::addr_of!(__data_start) as u64;
+    let end = core::ptr::addr_of!(__kernel_end) as u64;
+    let gib = start & !(GIB - 1);
+    let first_2m = (start - gib) / MIB2;
+    let last_2m = (end - 1 - gib) / MIB2;
+    assert!(
+        last_2m - first_2m < IMAGE_L3 as u64,
+        "kernel image too large for its tables"
+    );
+    // SAFETY: single writer (boot core, before any core enables the MMU).
+    let l2 = unsafe { &mut *L2.0.get() };
+    for (j, e) in l2.iter_mut().enumerate() {
+        *e = (gib + j as u64 * MIB2) | BLOCK | NORMAL_RW;
+    }
+    for (k, j) in (first_2m..=last_2m).enumerate() {
+        // SAFETY: as above.
+        let l3 = unsafe { &mut *L3[k].0.get() };
+        let base = gib + j * MIB2;
+        for (p, e) in l3.iter_mut().enumerate() {
+            let a = base + p as u64 * 4096;
+            let attrs = if a >= start && a < rodata {
+                AF | ATTR_NORMAL | SH_INNER | AP_RO_EL2 // text: read, execute
+            } else if a >= rodata && a < data {
+                AF | ATTR_NORMAL | SH_INNER | AP_RO_EL2 | XN // rodata
+            } else {
+                NORMAL_RW
+            };
+            *e = a | PAGE | attrs;
+        }
+        l2[j as usize] = L3[k].0.get() as u64 | TABLE;
+    }
+    l1[(gib / GIB) as usize] = L2.0.get() as u64 | TABLE;
+}
 
 /// Fills the table: board device ranges and the given RAM ranges, 1 GiB granules.
 /// Call once, on the boot core, before any core enables the MMU.
@@ -53,10 +112,11 @@ pub fn build(ram: &[PhysRange]) {
     for r in ram {
         let mut a = r.start.0 & !(GIB - 1);
         while a < r.end.0 && ((a / GIB) as usize) < t.len() {
-            t[(a / GIB) as usize] = a | BLOCK | AF | ATTR_NORMAL | SH_INNER | AP_RW_EL2;
+            t[(a / GIB) as usize] = a | BLOCK | NORMAL_RW;
             a += GIB;
         }
     }
+    split_kernel_gib(t);
 }
 
 /// Turns on this core's EL2 MMU and caches with the table from [`build`].
