@@ -41,7 +41,17 @@ fn report(who: &str, what: &str, ctx_elr: u64, ctx_spsr: u64) {
     let far = sysreg_read!("far_el2");
     let hpfar = sysreg_read!("hpfar_el2");
     let class = esr.class();
+    let same_el = matches!(
+        class,
+        ExceptionClass::DataAbortSameEl | ExceptionClass::InstrAbortSameEl
+    );
     match esr.fault() {
+        // The kernel's own aborts are stage-1 EL2 faults: no IPA to report.
+        Some(f) if same_el => defmt::warn!(
+            "{=str} {=str}: {=str} (EC {=u8:#x}, ISS {=u32:#x}): {=str} at level {=u8}, {=str} at {=u64:#x}, ELR {=u64:#x}, SPSR {=u64:#x}, core {=usize}",
+            who, what, class.name(), esr.ec(), esr.iss(), f.name(), f.level().unwrap_or(0),
+            access(esr), far, ctx_elr, ctx_spsr, cpu::index()
+        ),
         Some(f) => defmt::warn!(
             "{=str} {=str}: {=str} (EC {=u8:#x}, ISS {=u32:#x}): {=str} at level {=u8}, {=str} at FAR {=u64:#x} (IPA {=u64:#x}), ELR {=u64:#x}, SPSR {=u64:#x}, core {=usize}",
             who, what, class.name(), esr.ec(), esr.iss(), f.name(), f.level().unwrap_or(0),
