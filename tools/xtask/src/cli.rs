@@ -21,8 +21,9 @@ Commands:
         --raw FILE saves the raw console bytes there (default: console.bin in
         the build directory; decoded lines go to console.log beside it).
   test [--host-only | --scenarios-only] [FILTER]
-        Run `cargo test --workspace`, then every tests/scenarios/*.toml whose
-        file name contains FILTER, under QEMU.
+        Run `cargo test --workspace`, the loom model checks of kcore and the
+        isolation check of every shipped system, then every tests/scenarios/*.toml
+        whose file name contains FILTER, under QEMU.
   check [SYSTEM]
         Run the isolation analysis on a system description: print its partitions,
         channels and verdict; exit non-zero, listing each violation and the grants
