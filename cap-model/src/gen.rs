@@ -132,6 +132,7 @@ pub fn op_strategy_for(layout: Layout) -> impl Strategy<Value = Op> {
         5 => (a(), a(), badge()).prop_map(|(dest, src, badge)| Op::Mutate { dest, src, badge }),
         4 => a().prop_map(|slot| Op::Delete { slot }),
         4 => a().prop_map(|slot| Op::Revoke { slot }),
+        5 => (a(), a()).prop_map(|(dest, src)| Op::Grant { dest, src }),
         30 => retype(layout),
     ]
 }

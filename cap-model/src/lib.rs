@@ -99,6 +99,15 @@ pub enum Op {
         /// The slot.
         slot: Addr,
     },
+    /// Capability transfer by IPC with the Grant right: the cap in `src` (the sender's
+    /// slot) is copied, all its rights, into the empty `dest` (the receiver's receive
+    /// slot) as a child of `src`. Both addresses resolve in the one CSpace of the model.
+    Grant {
+        /// The receiver's receive slot.
+        dest: Addr,
+        /// The sender's slot.
+        src: Addr,
+    },
     /// `dest` names a slot holding a CNode cap; new caps go to that CNode's slots offset..offset+count.
     Retype {
         /// The slot holding the Untyped cap.

@@ -22,6 +22,7 @@ impl Model {
             Op::Mutate { dest, src, badge } => self.move_cap(dest, src, Some(badge)),
             Op::Delete { slot } => self.delete(slot),
             Op::Revoke { slot } => self.revoke(slot),
+            Op::Grant { dest, src } => self.grant(dest, src),
             Op::Retype {
                 untyped,
                 ty,
@@ -115,6 +116,28 @@ impl Model {
     /// Deletes the cap right after the revoked one in derivation order (its newest
     /// remaining child, or that child's children once it is gone) while that is a
     /// descendant; stops early if the revoked cap itself is deleted on the way.
+    /// IPC transfer: resolve the sender's slot, then the receive slot (`FailedLookup`);
+    /// the sender's slot must hold a cap (`FailedLookup`), the receive slot must be empty
+    /// (`DeleteFirst`); Untyped caps do not travel (`IllegalOperation`); the depth limit as
+    /// for Copy. The kernel drops the cap on any of these and tells the receiver none
+    /// arrived.
+    fn grant(&mut self, dest: Addr, src: Addr) -> Result<(), Error> {
+        let s = self.resolve(src)?;
+        let d = self.resolve(dest)?;
+        let src_cte = self.slot(s).ok_or(Error::FailedLookup)?.clone();
+        if self.slot(d).is_some() {
+            return Err(Error::DeleteFirst);
+        }
+        if matches!(src_cte.cap, CapView::Untyped { .. }) {
+            return Err(Error::IllegalOperation);
+        }
+        if src_cte.depth >= MAX_DERIVATION_DEPTH {
+            return Err(Error::RangeError);
+        }
+        self.put_child(d, src_cte.cap, s);
+        Ok(())
+    }
+
     fn revoke(&mut self, slot: Addr) -> Result<(), Error> {
         let s = self.resolve(slot)?;
         while self.slot(s).is_some() {

@@ -18,6 +18,7 @@ fn kind(op: &Op) -> &'static str {
         Op::Delete { .. } => "Delete",
         Op::Revoke { .. } => "Revoke",
         Op::Retype { .. } => "Retype",
+        Op::Grant { .. } => "Grant",
     }
 }
 
@@ -26,7 +27,8 @@ fn deep(op: &Op) -> bool {
         Op::Copy { dest, src, .. }
         | Op::Mint { dest, src, .. }
         | Op::Move { dest, src }
-        | Op::Mutate { dest, src, .. } => dest.depth > 4 || src.depth > 4,
+        | Op::Mutate { dest, src, .. }
+        | Op::Grant { dest, src } => dest.depth > 4 || src.depth > 4,
         Op::Delete { slot } | Op::Revoke { slot } => slot.depth > 4,
         Op::Retype { untyped, dest, .. } => untyped.depth > 4 || dest.depth > 4,
     }
@@ -78,6 +80,10 @@ fn generators_reach_every_outcome() {
             ],
         ),
         ("Move", &[DeleteFirst, FailedLookup, RangeError]),
+        (
+            "Grant",
+            &[DeleteFirst, FailedLookup, IllegalOperation, RangeError],
+        ),
         (
             "Mutate",
             &[DeleteFirst, FailedLookup, IllegalOperation, InvalidArgument],

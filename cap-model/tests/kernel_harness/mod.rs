@@ -92,6 +92,12 @@ impl Kernel {
             Op::Mutate { dest, src, badge } => k::mutate(m, r, a(dest), a(src), badge),
             Op::Delete { slot } => k::delete(m, r, a(slot)),
             Op::Revoke { slot } => k::revoke(m, r, a(slot)),
+            Op::Grant { dest, src } => {
+                // What the kernel's IPC transfer does with the two looked-up slots.
+                let s = k::lookup(m, r, a(src))?;
+                let d = k::lookup(m, r, a(dest))?;
+                k::derive_into(m, s, d)
+            }
             Op::Retype {
                 untyped,
                 ty,
