@@ -12,8 +12,11 @@ use super::regs::{sysreg_read, sysreg_write};
 
 /// Cores the kernel has stacks and records for (must match `link.x` and `entry.S`).
 pub const MAX_CPUS: usize = 8;
-/// Bytes of kernel stack per core (must match `link.x` and `entry.S`).
-pub const STACK_SIZE: u64 = 0x8000;
+/// Bytes per core in the stack area (must match `link.x` and `entry.S`): a 4 KiB guard
+/// page at the bottom, then the stack.
+pub const STACK_SIZE: u64 = 0x9000;
+/// Bytes of the separate stack a core reports a fatal kernel exception on.
+const FATAL_STACK: usize = 0x2000;
 
 const_assert_eq!(
     MAX_CPUS,
@@ -48,6 +51,9 @@ pub struct PerCpu {
     pub ctx: AtomicPtr<UserContext>,
     /// Top of this core's kernel stack.
     pub stack_top: u64,
+    /// Top of the stack for fatal kernel exceptions (a kernel stack overflow is reported
+    /// from there).
+    pub fatal_stack_top: u64,
     /// Logical index (0 = boot core).
     pub index: usize,
     /// MPIDR affinity of this core.
@@ -62,6 +68,7 @@ pub struct PerCpu {
 
 const_assert_eq!(core::mem::offset_of!(PerCpu, ctx), 0);
 const_assert_eq!(core::mem::offset_of!(PerCpu, stack_top), 8);
+const_assert_eq!(core::mem::offset_of!(PerCpu, fatal_stack_top), 16);
 
 // SAFETY: every field is atomic or immutable after `init_this`.
 unsafe impl Sync for PerCpu {}
@@ -74,6 +81,7 @@ const fn percpu(index: usize) -> PerCpu {
     PerCpu {
         ctx: AtomicPtr::new(core::ptr::null_mut()),
         stack_top: 0,
+        fatal_stack_top: 0,
         index,
         mpidr: AtomicU64::new(0),
         ticks: AtomicU64::new(0),
@@ -114,6 +122,9 @@ pub fn init_this(index: usize) {
     // other code can reach it through TPIDR_EL2; other cores only touch their own.
     let rec = unsafe { &mut (*PERCPU.0.get())[index] };
     rec.stack_top = end - index as u64 * STACK_SIZE;
+    // SAFETY: only the address of this core's element is taken.
+    let fatal = unsafe { (*FATAL_STACKS.0.get()).as_ptr().add(index) } as u64;
+    rec.fatal_stack_top = fatal + FATAL_STACK as u64;
     rec.mpidr.store(
         sysreg_read!("mpidr_el1") & 0xff_00ff_ffff,
         Ordering::Relaxed,
@@ -150,6 +161,12 @@ pub fn index() -> usize {
 pub fn set_context(ctx: *mut UserContext) {
     this().ctx.store(ctx, Ordering::Release);
 }
+
+#[repr(C, align(16))]
+struct FatalStacks(UnsafeCell<[[u8; FATAL_STACK]; MAX_CPUS]>);
+// SAFETY: element `i` is used only by core `i`, as a stack, after a fatal exception.
+unsafe impl Sync for FatalStacks {}
+static FATAL_STACKS: FatalStacks = FatalStacks(UnsafeCell::new([[0; FATAL_STACK]; MAX_CPUS]));
 
 struct Scratch(UnsafeCell<[UserContext; MAX_CPUS]>);
 // SAFETY: element `i` is written only by core `i`'s entry code, and only after another

@@ -6,7 +6,10 @@
 // The kernel never keeps state on its stack across a return to a lower level: every
 // exit goes through bh_resume_user, which resets SP to the stack top.
 
-.equ STACK_SIZE, 0x8000
+// Per-core stride: a 4 KiB guard page below a 32 KiB stack (see link.x).
+.equ STACK_SIZE, 0x9000
+// PerCpu field: top of this core's stack for fatal kernel exceptions (cpu.rs).
+.equ PERCPU_FATAL_STACK, 16
 .equ MAX_CPUS, 8
 // UserContext field offsets (cpu.rs asserts them).
 .equ CTX_SP, 248
@@ -241,6 +244,17 @@ bh_vectors:
     UNEXPECTED 15
 
 bh_kernel_sync_entry:
+    // A synchronous exception in the kernel is always fatal, and may be a stack overflow
+    // into the guard page: report it from a separate stack. SP_EL0 is free as scratch
+    // here (a thread's SP_EL0 was saved when it entered the kernel; the kernel never
+    // returns from this exception).
+    msr     sp_el0, x0
+    mrs     x0, tpidr_el2
+    cbz     x0, 5f
+    ldr     x0, [x0, #PERCPU_FATAL_STACK]
+    cbz     x0, 5f
+    mov     sp, x0
+5:  mrs     x0, sp_el0
     KERNEL_ENTRY bh_kernel_sync
 bh_kernel_irq_entry:
     KERNEL_ENTRY bh_kernel_irq

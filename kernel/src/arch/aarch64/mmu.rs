@@ -51,6 +51,7 @@ static L2: Table = Table(UnsafeCell::new([0; 512]));
 static L3: [Table; IMAGE_L3] = [const { Table(UnsafeCell::new([0; 512])) }; IMAGE_L3];
 
 extern "C" {
+    static __stacks_start: u8;
     static __kernel_start: u8;
     static __rodata_start: u8;
     static __data_start: u8;
@@ -91,6 +92,14 @@ fn split_kernel_gib(l1: &mut [u64; 512]) {
                 NORMAL_RW
             };
             *e = a | PAGE | attrs;
+        }
+        // The guard page below each core's stack stays unmapped: an overflow faults.
+        let stacks = core::ptr::addr_of!(__stacks_start) as u64;
+        for c in 0..super::cpu::MAX_CPUS as u64 {
+            let g = stacks + c * super::cpu::STACK_SIZE;
+            if g >= base && g < base + MIB2 {
+                l3[((g - base) / 4096) as usize] = 0;
+            }
         }
         l2[j as usize] = L3[k].0.get() as u64 | TABLE;
     }
