@@ -241,6 +241,9 @@ fn syscall(regs: &UserContext) -> ! {
                 set(cur, 0, code(res));
             }
         },
+        Some(Syscall::DebugSlot) if !cfg!(feature = "debug-syscalls") => {
+            set(cur, 0, Error::UnknownSyscall as u64)
+        }
         Some(Syscall::DebugSlot) => match cspace::describe(cur, x[0], x[1]) {
             Ok((cap, addr, parent)) => {
                 set(cur, 0, 0);

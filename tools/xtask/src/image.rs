@@ -147,12 +147,21 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
 }
 
 /// Builds the kernel with `payload` embedded; returns the copied ELF's path.
-fn build_kernel(board: &str, payload: &Path, out: &Path, log: &str) -> Result<PathBuf> {
+fn build_kernel(
+    board: &str,
+    debug: bool,
+    payload: &Path,
+    out: &Path,
+    log: &str,
+) -> Result<PathBuf> {
     say!(
         "building the kernel for board {board} ({PAYLOAD_ENV}={})",
         shown(payload)
     );
-    let feature = format!("board-{board}");
+    let mut feature = format!("board-{board}");
+    if debug {
+        feature.push_str(",debug-syscalls");
+    }
     setup::run_checked(
         setup::cargo()
             .args([
@@ -186,7 +195,7 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
     let out = out_dir(system);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let (payload, task) = build_payload(system, &out, log)?;
-    let kernel = build_kernel(&system.board, &payload, &out, log)?;
+    let kernel = build_kernel(&system.board, system.debug_syscalls, &payload, &out, log)?;
     let manifest = Manifest {
         system: shown(&system.path),
         board: system.board.clone(),

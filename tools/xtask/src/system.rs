@@ -25,6 +25,7 @@ pub const DEFAULT_MODE: &str = "hello";
 struct RawSystem {
     board: Option<String>,
     smp: Option<i64>,
+    debug_syscalls: Option<bool>,
     #[serde(default)]
     task: Vec<RawTask>,
     #[serde(default)]
@@ -102,6 +103,8 @@ pub struct System {
     pub channels: Vec<Channel>,
     /// Extra caps to hand out.
     pub grants: Vec<Grant>,
+    /// Build the kernel with the test-only syscalls (`DebugSlot`).
+    pub debug_syscalls: bool,
 }
 
 /// Name of the implicit partition of a description that declares none.
@@ -285,6 +288,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         implicit_partition,
         channels,
         grants,
+        debug_syscalls: raw.debug_syscalls.unwrap_or(false),
     })
 }
 

@@ -121,6 +121,12 @@ mod task {
             Error::from_raw(r).map_or(Ok(()), Err),
             Error::UnknownSyscall,
         );
+        // This system's kernel is built without the test-only syscalls.
+        ok &= expect(
+            "DebugSlot in a non-test build",
+            bulkhead_sys::debug_slot(1, 64).map(|_| ()),
+            Error::UnknownSyscall,
+        );
         if ok {
             defmt::info!("every bad syscall got its documented error");
             0
