@@ -66,6 +66,18 @@ extern "C" fn bh_kernel_entry(dtb: u64, core: usize, el: u64) -> ! {
     // that timer per thread, so it is each thread's own.
     sysreg_write!("cnthctl_el2", 0b11);
     sysreg_write!("cntkctl_el1", (1 << 9) | 0b11);
+    if cfg!(feature = "test-build") {
+        // Test kernels only (a timing side channel otherwise): the PMU cycle counter counts
+        // at every level (PMCCFILTR_EL0.NSH counts EL2 too) and EL0 may read it
+        // (PMUSERENR_EL0.EN | CR). Under QEMU's -icount shift=0 it counts instructions.
+        sysreg_write!("pmccfiltr_el0", 1 << 27);
+        sysreg_write!("pmcntenset_el0", 1 << 31);
+        sysreg_write!(
+            "pmcr_el0",
+            crate::arch::regs::sysreg_read!("pmcr_el0") | 1 | (1 << 6)
+        );
+        sysreg_write!("pmuserenr_el0", 0b101);
+    }
     sysreg_write!(
         "vbar_el2",
         core::ptr::addr_of!(crate::arch::bh_vectors) as u64

@@ -241,7 +241,7 @@ fn syscall(regs: &UserContext) -> ! {
                 set(cur, 0, code(res));
             }
         },
-        Some(Syscall::DebugSlot) if !cfg!(feature = "debug-syscalls") => {
+        Some(Syscall::DebugSlot) if !cfg!(feature = "test-build") => {
             set(cur, 0, Error::UnknownSyscall as u64)
         }
         Some(Syscall::DebugSlot) => match cspace::describe(cur, x[0], x[1]) {

@@ -30,6 +30,9 @@ Commands:
         that cause it, when a partition can get authority it should not have.
         `build` (and so `run` and `test`) refuses such a system.
   lint  Check formatting and run clippy for the host and the bare-metal target.
+  bench Run the benchmarks under QEMU's -icount (instruction counts, deterministic),
+        twice, print them beside the reference figures and write
+        target/bench/results.json. So far: IPC Call/ReplyRecv round trips.
   help  Show this text.
 
 --log sets DEFMT_LOG for the build (default: info).";
@@ -75,6 +78,8 @@ pub enum Command {
     Check(Option<PathBuf>),
     /// `lint`.
     Lint,
+    /// `bench`.
+    Bench,
     /// `help`.
     Help,
 }
@@ -126,7 +131,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
     let is_test = command == "test";
     if !matches!(
         command.as_str(),
-        "build" | "run" | "test" | "check" | "lint" | "help" | "-h" | "--help"
+        "build" | "run" | "test" | "check" | "lint" | "bench" | "help" | "-h" | "--help"
     ) {
         return Err(format!("unknown command `{command}`"));
     }
@@ -198,6 +203,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
         }
         "check" => Ok(Command::Check(first.map(PathBuf::from))),
         "lint" => Ok(Command::Lint),
+        "bench" => Ok(Command::Bench),
         _ => Ok(Command::Help),
     }
 }

@@ -160,7 +160,7 @@ fn build_kernel(
     );
     let mut feature = format!("board-{board}");
     if debug {
-        feature.push_str(",debug-syscalls");
+        feature.push_str(",test-build");
     }
     setup::run_checked(
         setup::cargo()
@@ -195,7 +195,7 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
     let out = out_dir(system);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let (payload, task) = build_payload(system, &out, log)?;
-    let kernel = build_kernel(&system.board, system.debug_syscalls, &payload, &out, log)?;
+    let kernel = build_kernel(&system.board, system.test_build, &payload, &out, log)?;
     let manifest = Manifest {
         system: shown(&system.path),
         board: system.board.clone(),

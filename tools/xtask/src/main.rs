@@ -3,6 +3,7 @@
 //! Progress and errors go to stderr prefixed `xtask:`; the decoded console goes to stdout.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod capdiff;
 mod check;
 mod cli;
@@ -64,6 +65,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Bench => bench::bench(),
         Command::Lint => {
             lint::lint()?;
             say!("lint passed");
@@ -117,6 +119,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         expect: args.expect,
         exit_status: None,
         virtualization: true,
+        icount: false,
         gdb: args.gdb,
         echo: true,
         raw_path: args.raw.unwrap_or_else(|| built.out.join("console.bin")),

@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub virtualization: bool,
     /// Start halted with a GDB stub on port 1234.
     pub gdb: bool,
+    /// Run with `-icount shift=0`: one instruction per virtual clock cycle (benchmarks).
+    pub icount: bool,
     /// Print decoded lines (and QEMU's stderr) as they arrive.
     pub echo: bool,
     /// Where the raw console bytes go.
@@ -94,6 +96,11 @@ pub fn command(board: &str, cfg: &RunConfig, kernel: &Path) -> Result<Command> {
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .arg("-no-reboot")
+        .args(if cfg.icount {
+            &["-icount", "shift=0"][..]
+        } else {
+            &[][..]
+        })
         .arg("-kernel")
         .arg(kernel)
         .env("QEMU_AUDIO_DRV", "none");

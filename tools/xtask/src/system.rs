@@ -25,7 +25,7 @@ pub const DEFAULT_MODE: &str = "hello";
 struct RawSystem {
     board: Option<String>,
     smp: Option<i64>,
-    debug_syscalls: Option<bool>,
+    test_build: Option<bool>,
     #[serde(default)]
     task: Vec<RawTask>,
     #[serde(default)]
@@ -104,7 +104,7 @@ pub struct System {
     /// Extra caps to hand out.
     pub grants: Vec<Grant>,
     /// Build the kernel with the test-only syscalls (`DebugSlot`).
-    pub debug_syscalls: bool,
+    pub test_build: bool,
 }
 
 /// Name of the implicit partition of a description that declares none.
@@ -288,7 +288,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         implicit_partition,
         channels,
         grants,
-        debug_syscalls: raw.debug_syscalls.unwrap_or(false),
+        test_build: raw.test_build.unwrap_or(false),
     })
 }
 

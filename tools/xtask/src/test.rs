@@ -189,6 +189,7 @@ impl Runner {
                 expect: patterns_for(&scenario.expect, smp),
                 exit_status,
                 virtualization: scenario.virtualization.unwrap_or(true),
+                icount: false,
                 gdb: false,
                 echo: false,
                 raw_path: logs.join(format!("{name}-smp{smp}.bin")),

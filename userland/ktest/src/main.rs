@@ -4,6 +4,8 @@
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
+mod bench;
+#[cfg(target_os = "none")]
 mod capdiff;
 #[cfg(target_os = "none")]
 mod caps;
@@ -39,6 +41,7 @@ mod entry {
             task_mode::FUZZ => crate::fuzz::run(0x5eed_b01d, 100_000),
             task_mode::FUZZ_FULL => crate::fuzz::run(0x5eed_b01d, 1_000_000),
             task_mode::CAPDIFF => crate::capdiff::run(500),
+            task_mode::BENCH_IPC => crate::bench::run(),
             other => {
                 defmt::error!("ktest: unknown mode {=u64}", other);
                 2

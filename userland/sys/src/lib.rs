@@ -273,6 +273,8 @@ pub mod task_mode {
     pub const FUZZ_FULL: u64 = 8;
     /// Run the target half of the on-target differential test (`ktest`).
     pub const CAPDIFF: u64 = 9;
+    /// Run the IPC benchmark (`ktest`, needs a test kernel and QEMU's -icount).
+    pub const BENCH_IPC: u64 = 10;
 
     /// Every mode with its name in system descriptions.
     pub const ALL: &[(&str, u64)] = &[
@@ -286,6 +288,7 @@ pub mod task_mode {
         ("fuzz", FUZZ),
         ("fuzz-full", FUZZ_FULL),
         ("capdiff", CAPDIFF),
+        ("bench-ipc", BENCH_IPC),
     ];
 
     /// The number for a mode name.
