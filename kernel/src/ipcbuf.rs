@@ -56,6 +56,11 @@ impl ObjMem for IpcMem<'_> {
 
     fn extend(&mut self, from: u64, to: u64, info: u64, caps_ok: bool) -> u64 {
         let want = msg::length(info).min(msg::MAX_MRS);
+        let wants_caps = caps_ok && msg::caps(info) > 0;
+        if want <= msg::REGISTER_MRS && !wants_caps {
+            // The common short message: registers only, no buffer walks.
+            return msg::delivered(info, want, 0);
+        }
         let (src, dst) = (buffer(from), buffer(to));
         let mut len = want.min(msg::REGISTER_MRS);
         if want > msg::REGISTER_MRS {
@@ -67,7 +72,7 @@ impl ObjMem for IpcMem<'_> {
             }
         }
         let mut caps = 0;
-        if caps_ok && msg::caps(info) > 0 {
+        if wants_caps {
             if let (Some(s), Some(d)) = (src, dst) {
                 let (send, recv) = (word(s, msg::BUF_CAP), word(d, msg::BUF_RECV_SLOT));
                 let from_root = self.caps.read(from + tcb::CSPACE_SLOT).cap;

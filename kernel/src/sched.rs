@@ -169,7 +169,7 @@ pub fn ipc_with<R>(
 
 /// The thread running on this core (0 if idle).
 pub fn current() -> u64 {
-    SCHED[cpu::index()].lock().current
+    cpu::current_thread()
 }
 
 /// Stops thread `t` wherever it is (suspend, or its TCB is being destroyed): out of the
@@ -266,6 +266,7 @@ pub fn yield_slice() {
 pub fn reset() {
     let me = cpu::index();
     sysreg_write!("cntp_ctl_el0", 0);
+    cpu::set_context(core::ptr::null_mut());
     let guard = OBJ.lock();
     let mut mask = 0u32;
     for (c, sc) in SCHED.iter().enumerate() {

@@ -20,6 +20,10 @@ use kcore::thread::{tcb, ObjMem, State};
 
 /// Top of every task's stack (IPA).
 pub const STACK_TOP: u64 = 0x1_0000_0000;
+/// The TCB of the boot task's first thread until its first syscall (logged once), else 0.
+pub static FIRST_SYSCALL_PENDING: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(0);
+
 /// Where a boot task's first thread finds its IPC buffer (one page, read/write).
 pub const IPC_BUFFER: u64 = 0xf000_0000;
 /// Priority of a boot task's first thread.
@@ -65,8 +69,6 @@ pub struct Task {
     pub root: PhysAddr,
     /// VMID of its stage-2.
     pub vmid: u16,
-    /// Whether its first syscall was seen (logged once).
-    pub seen_syscall: bool,
     /// Its CSpace (root CNode in `cnode_frames`).
     pub cspace: CSpace,
     /// The frames of its root CNode.
@@ -132,7 +134,6 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
         tcb: tcb_frame.0,
         root,
         vmid: t.slot as u16 + 1,
-        seen_syscall: false,
         cspace,
         cnode_frames,
     };
@@ -330,6 +331,7 @@ impl Runner {
                         t.vmid,
                         bt.arg
                     );
+                    FIRST_SYSCALL_PENDING.store(t.tcb, core::sync::atomic::Ordering::Relaxed);
                     sched::ipc(|m, w| w(m, t.tcb));
                     self.current = Some(t);
                     return true;

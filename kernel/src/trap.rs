@@ -14,10 +14,12 @@ use crate::arch::cpu::{self, UserContext};
 use crate::arch::regs::sysreg_read;
 use crate::arch::{gic, psci, timer};
 use crate::cspace;
+use crate::ipcbuf::IpcMem;
 use crate::sched::{self, KObj};
 use crate::task::{self, End, RUNNER};
 use bulkhead_sys::cap::rights;
 use kcore::cap::Cap;
+use kcore::cap::SlotMem as _;
 use kcore::thread::{self, tcb, ObjMem};
 
 /// SGI the boot core sends to check that a core takes interrupts.
@@ -170,23 +172,49 @@ fn endpoint_rights(t: u64, cptr: u64, right: u8) -> Result<(u64, u64, u8), Error
 }
 
 fn ipc_send(cur: u64, cptr: u64, call: bool, block: bool) {
-    match endpoint_rights(cur, cptr, rights::WRITE) {
-        Ok((ep, badge, r)) => {
-            // A capability in the message travels only with the Grant right.
-            KObj.wr(cur + tcb::SEND_GRANT, (r & rights::GRANT != 0) as u64);
-            sched::ipc(|m, w| thread::send(m, cur, ep, badge, call, block, w));
+    // One critical section: the endpoint is looked up with the capability lock that the
+    // IPC holds anyway.
+    sched::ipc(|m, w| {
+        match endpoint_in(m, cur, cptr, rights::WRITE) {
+            Ok((ep, badge, r)) => {
+                // A capability in the message travels only with the Grant right.
+                m.wr(cur + tcb::SEND_GRANT, (r & rights::GRANT != 0) as u64);
+                thread::send(m, cur, ep, badge, call, block, w);
+            }
+            Err(e) => m.wr(cur + tcb::reg(0), e as u64),
         }
-        Err(e) => set(cur, 0, e as u64),
+    });
+}
+
+/// The endpoint at `cptr` in `t`'s CSpace, if it carries `right`, looked up under the
+/// capability lock the IPC already holds: (address, badge, rights).
+fn endpoint_in(m: &IpcMem<'_>, t: u64, cptr: u64, right: u8) -> Result<(u64, u64, u8), Error> {
+    let root = m.caps.read(t + tcb::CSPACE_SLOT).cap;
+    let slot = kcore::cap::lookup(
+        &*m.caps,
+        &root,
+        kcore::cap::Addr {
+            index: cptr,
+            depth: 64,
+        },
+    )?;
+    match m.caps.read(slot).cap {
+        Cap::Endpoint {
+            addr,
+            rights,
+            badge,
+        } if rights & right != 0 => Ok((addr, badge, rights)),
+        _ => Err(Error::InvalidCapability),
     }
 }
 
 fn ipc_recv(cur: u64, cptr: u64, block: bool) {
-    match endpoint(cur, cptr, rights::READ) {
-        Ok((ep, _)) => {
-            sched::ipc(|m, w| thread::recv(m, cur, ep, block, w));
+    sched::ipc(|m, w| match endpoint_in(m, cur, cptr, rights::READ) {
+        Ok((ep, _, _)) => {
+            thread::recv(m, cur, ep, block, w);
         }
-        Err(e) => set(cur, 0, e as u64),
-    }
+        Err(e) => m.wr(cur + tcb::reg(0), e as u64),
+    });
 }
 
 fn syscall(regs: &UserContext) -> ! {
@@ -199,18 +227,22 @@ fn syscall(regs: &UserContext) -> ! {
         x[0],
         x[1]
     );
+    // The first syscall of a boot task's first thread is logged once; checking for it
+    // costs one atomic, not the boot-task lock, on every syscall.
+    if task::FIRST_SYSCALL_PENDING.load(core::sync::atomic::Ordering::Relaxed) == cur
+        && task::FIRST_SYSCALL_PENDING
+            .compare_exchange(
+                cur,
+                0,
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
     {
-        let mut r = RUNNER.lock();
-        if let Some(t) = r
-            .current
-            .as_mut()
-            .filter(|t| t.tcb == cur && !t.seen_syscall)
-        {
-            t.seen_syscall = true;
-            // SPSR_EL2.M[3:0] says where the call came from; 0b0000 is EL0t.
-            if regs.spsr & 0xf == 0 {
-                defmt::info!("task {=str}: first syscall, from EL0", t.name);
-            }
+        let r = RUNNER.lock();
+        // SPSR_EL2.M[3:0] says where the call came from; 0b0000 is EL0t.
+        if let Some(t) = r.current.as_ref().filter(|_| regs.spsr & 0xf == 0) {
+            defmt::info!("task {=str}: first syscall, from EL0", t.name);
         }
     }
     match Syscall::from_raw(x[7]) {

@@ -181,6 +181,21 @@ static SCRATCH: Scratch = Scratch(UnsafeCell::new(
     }; MAX_CPUS],
 ));
 
+/// The TCB of the thread this core runs (its save area), or 0 when idle or when the
+/// thread was stopped from another core. Lock-free: only this core sets its save area to
+/// a TCB, and another core only ever redirects it to the scratch area.
+pub fn current_thread() -> u64 {
+    let me = this();
+    let p = me.ctx.load(Ordering::Acquire) as u64;
+    // SAFETY: only the address of this core's scratch element is taken.
+    let scratch = unsafe { (*SCRATCH.0.get()).as_ptr().add(me.index) } as u64;
+    if p == scratch {
+        0
+    } else {
+        p
+    }
+}
+
 /// Points core `index`'s save area at its scratch context: the thread it runs was
 /// stopped and its TCB must not be written again.
 pub fn redirect_to_scratch(index: usize) {
