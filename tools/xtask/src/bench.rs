@@ -18,6 +18,12 @@ use crate::system;
 /// release, fastpath, hypervisor mode, on this QEMU 7.2 virt / cortex-a57, one way.
 const ROWS: &[(&str, &str, &str, &str)] = &[
     (
+        "syscall-null",
+        "an unknown syscall: kernel entry, decode, error, exit",
+        "-",
+        "-",
+    ),
+    (
         "ipc-roundtrip-4",
         "Call + ReplyRecv round trip, 4-word message, same core",
         "seL4 532 (255 + 277)",

@@ -90,6 +90,12 @@ pub fn run() -> u64 {
         defmt::error!("bench: the cycle counter does not count (not a test kernel?)");
         return 1;
     }
+    // The cheapest kernel entry and exit: an unknown syscall number.
+    let t0 = cycles();
+    for _ in 0..ROUNDS {
+        core::hint::black_box(bulkhead_sys::raw_call(0xdead, 0, 0));
+    }
+    defmt::info!("BENCH syscall-null {=u64}", (cycles() - t0) / ROUNDS);
     for (name, length) in [("ipc-roundtrip-4", 4u64), ("ipc-roundtrip-10", 10)] {
         let total = measure(length);
         defmt::info!("BENCH {=str} {=u64}", name, total / ROUNDS);
