@@ -118,6 +118,17 @@ static SLICE_OVER: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; M
 /// Per core: it sits in the idle loop (an interrupt may then pick a thread).
 static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
+/// Per core: the VTTBR_EL2 value loaded (u64::MAX: unknown), so that returning to a
+/// thread of the same address space skips the stage-2 register writes.
+static LOADED_VTTBR: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(u64::MAX) }; MAX_CPUS];
+
+/// This core's stage-2 registers were changed outside `resume` (task teardown): load
+/// them again at the next return to a thread.
+pub fn forget_vttbr() {
+    LOADED_VTTBR[cpu::index()].store(u64::MAX, Ordering::Relaxed);
+}
+
 /// The slow-path IPC lock (see the module docs).
 static OBJ: SpinLock<()> = SpinLock::new(());
 
@@ -339,10 +350,13 @@ pub fn resume() -> ! {
         crate::arch::idle();
     }
     IDLE[me].store(false, Ordering::Relaxed);
-    sysreg_write!("vttbr_el2", KObj.rd(next + tcb::VTTBR));
-    sysreg_write!("vtcr_el2", kcore::stage2::VTCR);
-    sysreg_write!("hcr_el2", crate::task::HCR_NATIVE);
-    isb();
+    let vttbr = KObj.rd(next + tcb::VTTBR);
+    if LOADED_VTTBR[me].swap(vttbr, Ordering::Relaxed) != vttbr {
+        sysreg_write!("vttbr_el2", vttbr);
+        sysreg_write!("vtcr_el2", kcore::stage2::VTCR);
+        sysreg_write!("hcr_el2", crate::task::HCR_NATIVE);
+        isb();
+    }
     let ctx = next as usize as *mut UserContext;
     cpu::set_context(ctx);
     // SAFETY: `next` is a live TCB (in a run queue or current, so not destroyed: destroy

@@ -228,6 +228,7 @@ fn populate(task: &Task, elf: &Elf<'static>) -> Result<(), LoadError> {
 
 /// Unmaps and frees everything the task owns and drops its TLB entries everywhere.
 fn destroy(task: &Task) {
+    sched::forget_vttbr();
     // Its threads go first (they may be queued anywhere), then its capabilities.
     sched::reset();
     cspace::take_root(task.tcb);

@@ -71,7 +71,7 @@ fn report(who: &str, what: &str, ctx_elr: u64, ctx_spsr: u64) {
 /// TCB) the fault becomes a message to it and the thread waits for the reply. Without
 /// one, a boot task's first thread takes its whole task down; any other thread is
 /// stopped alone.
-fn fault(regs: &UserContext, what: &str, label: u64) -> ! {
+fn fault(regs: &Trap, what: &str, label: u64) -> ! {
     let cur = sched::current();
     let esr = sysreg_read!("esr_el2");
     let far = sysreg_read!("far_el2");
@@ -119,13 +119,32 @@ fn deliver_fault(t: u64, msg: [u64; 5]) -> bool {
     }
 }
 
+/// What a trap handler needs of the saved registers: arguments and syscall number
+/// (x0..x7), where it came from (ELR) and its state (SPSR). Copied once; from then on the
+/// TCB is touched only through `KObj`, so no reference to it is held while it changes.
+struct Trap {
+    x: [u64; 8],
+    elr: u64,
+    spsr: u64,
+}
+
+fn trap_regs(ctx: *const UserContext) -> Trap {
+    // SAFETY: entry.S passes the running thread's saved registers (the start of its TCB,
+    // or this core's scratch context), just written, valid for reads; the fields are read
+    // by value and no reference outlives this function.
+    unsafe {
+        Trap {
+            x: core::array::from_fn(|i| core::ptr::addr_of!((*ctx).x[i]).read()),
+            elr: core::ptr::addr_of!((*ctx).elr).read(),
+            spsr: core::ptr::addr_of!((*ctx).spsr).read(),
+        }
+    }
+}
+
 /// Synchronous exception from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_sync(ctx: *mut UserContext) -> ! {
-    // SAFETY: entry.S passes the running thread's saved registers (the start of its TCB),
-    // written just now; we copy them out and from here on touch the TCB only through
-    // `KObj`, so no reference to it is held while it changes.
-    let regs = unsafe { ctx.read() };
+    let regs = trap_regs(ctx);
     if sched::current() == 0 {
         // The thread was stopped from another core while it ran here: drop the trap
         // (its registers went to the scratch area) and schedule.
@@ -217,7 +236,7 @@ fn ipc_recv(cur: u64, cptr: u64, block: bool) {
     });
 }
 
-fn syscall(regs: &UserContext) -> ! {
+fn syscall(regs: &Trap) -> ! {
     let cur = sched::current();
     let x = &regs.x;
     defmt::trace!(
@@ -364,14 +383,14 @@ extern "C" fn bh_lower_irq(_ctx: *mut UserContext) -> ! {
 #[no_mangle]
 extern "C" fn bh_lower_fiq(ctx: *mut UserContext) -> ! {
     // SAFETY: as in `bh_lower_sync`.
-    fault(&unsafe { ctx.read() }, "FIQ", fault::OTHER)
+    fault(&trap_regs(ctx), "FIQ", fault::OTHER)
 }
 
 /// SError from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_serror(ctx: *mut UserContext) -> ! {
     // SAFETY: as in `bh_lower_sync`.
-    fault(&unsafe { ctx.read() }, "SError", fault::OTHER)
+    fault(&trap_regs(ctx), "SError", fault::OTHER)
 }
 
 /// IRQ taken in the kernel (only while idle or waiting with IRQs unmasked).
