@@ -362,7 +362,7 @@ fn invoke_tcb(
             if st != State::Inactive {
                 return Err(Error::IllegalOperation);
             }
-            sched::set_partition(t, mr[0]);
+            sched::set_queue_field(t, tcb::PARTITION, mr[0]);
             Ok(())
         }
         invocation::TCB_SET_AFFINITY => {
@@ -384,7 +384,7 @@ fn invoke_tcb(
             if mr[0] > 255 {
                 return Err(Error::RangeError);
             }
-            sched::set_priority(t, mr[0]);
+            sched::set_queue_field(t, tcb::PRIO, mr[0]);
             Ok(())
         }
         _ => Err(Error::IllegalOperation),

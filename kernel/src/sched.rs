@@ -215,21 +215,12 @@ pub fn stop(t: u64, error: u64) {
     }
 }
 
-/// Moves inactive thread `t` to partition `p`.
-pub fn set_partition(t: u64, p: u64) {
+/// Sets a TCB field that decides which run queue the thread is in (`tcb::PRIO` or
+/// `tcb::PARTITION`); a queued thread is requeued under the new value.
+pub fn set_queue_field(t: u64, field: u64, v: u64) {
     let mut s = SCHED[core_of(t)].lock();
     let queued = s.rq.remove(&mut KObj, t);
-    KObj.wr(t + tcb::PARTITION, p);
-    if queued {
-        s.rq.push(&mut KObj, t);
-    }
-}
-
-/// Changes thread `t`'s priority (requeued if ready).
-pub fn set_priority(t: u64, p: u64) {
-    let mut s = SCHED[core_of(t)].lock();
-    let queued = s.rq.remove(&mut KObj, t);
-    KObj.wr(t + tcb::PRIO, p);
+    KObj.wr(t + field, v);
     if queued {
         s.rq.push(&mut KObj, t);
     }

@@ -110,13 +110,13 @@ fn deliver_fault(t: u64, msg: [u64; 5]) -> bool {
     if cptr == 0 {
         return false;
     }
-    match endpoint(t, cptr, rights::WRITE) {
-        Ok((ep, badge)) => {
-            sched::ipc(|m, w| thread::send_fault(m, t, ep, badge, msg, w));
+    sched::ipc(|m, w| match endpoint_in(m, t, cptr, rights::WRITE) {
+        Ok((ep, badge, _)) => {
+            thread::send_fault(m, t, ep, badge, msg, w);
             true
         }
         Err(_) => false,
-    }
+    })
 }
 
 /// What a trap handler needs of the saved registers: arguments and syscall number
@@ -170,23 +170,6 @@ fn code(r: Result<(), Error>) -> u64 {
     match r {
         Ok(()) => 0,
         Err(e) => e as u64,
-    }
-}
-
-/// The endpoint at `cptr` in `t`'s CSpace, if it carries `right`: (address, badge).
-fn endpoint(t: u64, cptr: u64, right: u8) -> Result<(u64, u64), Error> {
-    endpoint_rights(t, cptr, right).map(|(ep, badge, _)| (ep, badge))
-}
-
-/// As [`endpoint`], also returning the cap's rights.
-fn endpoint_rights(t: u64, cptr: u64, right: u8) -> Result<(u64, u64, u8), Error> {
-    match cspace::cap_of(t, cptr)? {
-        Cap::Endpoint {
-            addr,
-            rights,
-            badge,
-        } if rights & right != 0 => Ok((addr, badge, rights)),
-        _ => Err(Error::InvalidCapability),
     }
 }
 

@@ -332,7 +332,8 @@ pub trait SlotMem {
     fn read(&self, addr: u64) -> Cte;
     /// Overwrites the slot at `addr`.
     fn write(&mut self, addr: u64, cte: Cte);
-    /// A new object was made at `addr`: its `size` bytes must read as zero from now on.
+    /// A new object other than an Untyped was made at `addr`: its `size` bytes must read as
+    /// zero from now on.
     fn clear(&mut self, addr: u64, size: u64);
     /// The last cap to a (non-CNode) object was deleted: the kernel stops what the object
     /// still does (a TCB's thread, an endpoint's waiters). CNodes are emptied by the

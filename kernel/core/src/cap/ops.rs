@@ -386,7 +386,9 @@ pub fn mint<M: SlotMem>(
     Ok(())
 }
 
-fn relocate<M: SlotMem>(mem: &mut M, s: u64, d: u64, cte: Cte) {
+/// Moves the entry `cte` of slot `s` to the empty slot `d`, keeping its place in the
+/// derivation list.
+pub(super) fn relocate<M: SlotMem>(mem: &mut M, s: u64, d: u64, cte: Cte) {
     mem.write(d, cte);
     if let Some(p) = cte.prev {
         let mut pc = mem.read(p);
@@ -560,7 +562,9 @@ pub fn retype<M: SlotMem>(
         let obj = start + i * size;
         // Device memory is never written by the kernel (it may be MMIO); device
         // untypeds only become untypeds and frames, whose content is not ours to zero.
-        if !device {
+        // A child Untyped is not zeroed either: every object later retyped from it is
+        // zeroed then (zeroing a big Untyped here would stall the core for nothing).
+        if !device && ty != ObjectType::Untyped {
             mem.clear(obj, size);
         }
         let cap = Cap::new_object(ty, obj, size_bits, device);

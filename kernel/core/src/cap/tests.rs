@@ -217,20 +217,9 @@ fn delete_moves_children_up_and_destroys_cnodes() {
     assert_eq!(parent_of(&m, slot(13)), Some(slot(11)));
     // Put a cap into the inner CNode (move it there by writing through the model of
     // nested addressing is not possible at depth 64; place it directly).
-    let c = m.read(slot(13));
-    m.write(slot(13), Cte::default());
     let target = inner + (1 << 5);
-    m.write(target, c);
-    for l in [c.prev, c.next].into_iter().flatten() {
-        let mut lc = m.read(l);
-        if lc.next == Some(slot(13)) {
-            lc.next = Some(target);
-        }
-        if lc.prev == Some(slot(13)) {
-            lc.prev = Some(target);
-        }
-        m.write(l, lc);
-    }
+    let c = m.read(slot(13));
+    super::ops::relocate(&mut m, slot(13), target, c);
     check_list(&m);
     delete(&mut m, &root, a(10)).unwrap();
     assert!(
@@ -256,7 +245,7 @@ fn deep_cnode_chain_is_destroyed_without_recursion() {
     )
     .unwrap();
     let mut holder = slot(10);
-    for i in 0..2000u64 {
+    for _ in 0..2000u64 {
         let Cap::CNode { addr, .. } = m.read(holder).cap else {
             panic!()
         };
@@ -271,23 +260,11 @@ fn deep_cnode_chain_is_destroyed_without_recursion() {
             1,
         )
         .unwrap();
-        let c = m.read(slot(11));
+        // Move slot 11 into the new CNode's slot 0.
         let dest = addr;
-        // move slot 11 into the new CNode's slot 0
-        m.write(dest, c);
-        for l in [c.prev, c.next].into_iter().flatten() {
-            let mut lc = m.read(l);
-            if lc.next == Some(slot(11)) {
-                lc.next = Some(dest);
-            }
-            if lc.prev == Some(slot(11)) {
-                lc.prev = Some(dest);
-            }
-            m.write(l, lc);
-        }
-        m.write(slot(11), Cte::default());
+        let c = m.read(slot(11));
+        super::ops::relocate(&mut m, slot(11), dest, c);
         holder = dest;
-        let _ = i;
     }
     check_list(&m);
     delete(&mut m, &root, a(10)).unwrap();
