@@ -62,22 +62,16 @@ fn start_canary(ut: u64) -> bool {
 }
 use bulkhead_sys::{call, debug_log_raw, debug_slot, invocation, raw_call, MessageInfo};
 
-/// xorshift64*: small, seedable, the same everywhere.
-struct Rng(u64);
+/// The fuzzer's arguments, drawn from `capseq`'s seeded generator.
+struct Rng(capseq::Rng);
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
     /// Mostly small numbers near interesting values, sometimes anything.
     fn arg(&mut self) -> u64 {
         match self.below(8) {
-            0 => self.next(),
+            0 => self.0.next_u64(),
             1 => u64::MAX - self.below(4),
             2 => 1 << self.below(64),
             _ => self.below(300),
@@ -96,7 +90,7 @@ pub fn run(seed: u64, count: u64) -> u64 {
         defmt::error!("fuzz: could not start the canary on core 1");
         return 1;
     }
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng(capseq::Rng::new(seed));
     let mut ok = 0u64;
     let mut canary_checks = 0u64;
     let mut last_canary = 0u64;

@@ -210,12 +210,12 @@ fn thread_exit_keeps_task(ut: u64) -> Outcome {
     STEP.store(0, Ordering::SeqCst);
     spawn_at(ut, F, yielder_mark, 9, 255, 0)?;
     check(SEEN.load(Ordering::SeqCst) == 9, "thread did not run")?;
+    // Exit stopped it: only an inactive thread accepts a new partition.
     expect(
-        tcb(F, invocation::TCB_RESUME, [0; 4]),
+        tcb(F, invocation::TCB_SET_PARTITION, [0; 4]),
         Ok(()),
-        "resume an exited thread",
-    )?;
-    Ok(())
+        "exited thread not inactive",
+    )
 }
 fn debug_slot_errors(_ut: u64) -> Outcome {
     check(debug_slot(1, 0) == Err(Error::RangeError), "depth 0")?;
