@@ -49,12 +49,15 @@ impl CapView {
                 let ty = match size_bits {
                     12 => ObjectType::Frame4K,
                     21 => ObjectType::Frame2M,
-                    _ => ObjectType::Frame1G,
+                    30 => ObjectType::Frame1G,
+                    _ => ObjectType::Frame,
                 };
                 (ty, addr, size_bits)
             }
             CapView::PageTable { addr } => (ObjectType::PageTable, addr, 12),
-            CapView::VSpace { addr } => (ObjectType::VSpace, addr, 13),
+            CapView::VSpace { addr } => (ObjectType::VSpace, addr, 14),
+            CapView::Vcpu { addr } => (ObjectType::Vcpu, addr, 12),
+            CapView::TablePool { addr, size_bits } => (ObjectType::TablePool, addr, size_bits),
         };
         ObjRef {
             ty,
@@ -164,6 +167,13 @@ impl CapView {
             },
             ObjectType::PageTable => CapView::PageTable { addr },
             ObjectType::VSpace => CapView::VSpace { addr },
+            ObjectType::Vcpu => CapView::Vcpu { addr },
+            ObjectType::TablePool => CapView::TablePool { addr, size_bits },
+            ObjectType::Frame => CapView::Frame {
+                addr,
+                size_bits,
+                rights: rights::ALL,
+            },
         }
     }
 }

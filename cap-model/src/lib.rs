@@ -187,10 +187,22 @@ pub enum CapView {
         /// Address of the object.
         addr: u64,
     },
-    /// A stage-2 address space root.
+    /// A stage-2 address space (root and metadata).
     VSpace {
         /// Address of the object.
         addr: u64,
+    },
+    /// A virtual CPU.
+    Vcpu {
+        /// Address of the object.
+        addr: u64,
+    },
+    /// A pool of stage-2 tables.
+    TablePool {
+        /// Address of the object.
+        addr: u64,
+        /// log2 of its size.
+        size_bits: u32,
     },
 }
 

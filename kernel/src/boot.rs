@@ -295,6 +295,7 @@ fn bring_up_this_cpu() {
         SGI_PONG,
         crate::sched::SGI_RESCHED,
         ThisBoard::TIMER.hyp_phys,
+        ThisBoard::TIMER.virt,
     ];
     if let Err(e) = gic::init_this_cpu(&sgis) {
         panic_gic(e);

@@ -54,7 +54,14 @@ impl SlotMem for KernelSlots {
             // The thread stops; the CSpace root cap inside the dead TCB stays in the
             // derivation tree until its Untyped is revoked (deleting it here could recurse
             // without bound through TCB -> CNode -> TCB chains).
-            Cap::Tcb { addr } => sched::stop(addr, Error::Aborted as u64),
+            Cap::Tcb { addr } => {
+                sched::stop(addr, Error::Aborted as u64);
+                crate::vm::tcb_destroyed(addr);
+            }
+            Cap::VSpace { addr } => crate::vm::vspace_destroyed(addr),
+            Cap::TablePool { addr, .. } => crate::vm::pool_destroyed(addr),
+            Cap::Frame { addr, .. } => crate::vm::frame_destroyed(addr),
+            Cap::Vcpu { addr } => crate::vm::vcpu_destroyed(addr),
             Cap::IrqHandler { irq } => crate::irq::release(irq),
             Cap::Endpoint { addr, .. } | Cap::Notification { addr, .. } => {
                 sched::ipc_with(self, |m, w| {
@@ -66,8 +73,19 @@ impl SlotMem for KernelSlots {
     }
 }
 
-/// The capability lock (see the module docs).
-pub static CAPS: SpinLock<KernelSlots> = SpinLock::new(KernelSlots);
+/// The capability lock (see the module docs). A core waiting for it counts as quiescent
+/// for stage-2 reclamation, so a core holding it may wait for a grace period.
+pub struct CapsLock(SpinLock<KernelSlots>);
+
+impl CapsLock {
+    /// Takes the capability lock.
+    pub fn lock(&self) -> crate::sync::Guard<'_, KernelSlots> {
+        self.0.lock_quiescent()
+    }
+}
+
+/// The capability lock.
+pub static CAPS: CapsLock = CapsLock(SpinLock::new(KernelSlots));
 
 /// Radix of a boot task's root CNode.
 pub const ROOT_RADIX: u32 = 10;
@@ -163,9 +181,45 @@ pub fn cap_of(t: u64, cptr: u64) -> Result<Cap, Error> {
     Ok(mem.read(slot).cap)
 }
 
+fn cap_at(mem: &KernelSlots, root: &Cap, cptr: u64) -> Result<Cap, Error> {
+    let slot = cap::lookup(
+        mem,
+        root,
+        Addr {
+            index: cptr,
+            depth: 64,
+        },
+    )?;
+    Ok(mem.read(slot).cap)
+}
+
+fn vspace_at(mem: &KernelSlots, root: &Cap, cptr: u64) -> Result<u64, Error> {
+    match cap_at(mem, root, cptr)? {
+        Cap::VSpace { addr } => Ok(addr),
+        _ => Err(Error::InvalidCapability),
+    }
+}
+
 /// Performs an object invocation (a Call on a cap that is not an endpoint) for thread
-/// `caller` on the cap at `cptr` (depth 64 in its CSpace).
-pub fn invoke(caller: u64, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result<(), Error> {
+/// `caller` on the cap at `cptr` (depth 64 in its CSpace). Some invocations return values
+/// (x1, x2).
+pub fn invoke(
+    caller: u64,
+    cptr: u64,
+    info: MessageInfo,
+    mr: [u64; 4],
+) -> Result<Option<[u64; 2]>, Error> {
+    let mut out = None;
+    invoke_into(caller, cptr, info, mr, &mut out).map(|()| out)
+}
+
+fn invoke_into(
+    caller: u64,
+    cptr: u64,
+    info: MessageInfo,
+    mr: [u64; 4],
+    out: &mut Option<[u64; 2]>,
+) -> Result<(), Error> {
     let mut mem = CAPS.lock();
     let mem = &mut *mem;
     let root = mem.read(caller + tcb::CSPACE_SLOT).cap;
@@ -187,7 +241,98 @@ pub fn invoke(caller: u64, cptr: u64, info: MessageInfo, mr: [u64; 4]) -> Result
     let slot = cap::lookup(mem, &root, invoked)?;
     let node = mem.read(slot).cap;
     if let Cap::Tcb { addr } = node {
-        return invoke_tcb(mem, caller, &root, addr, label, mr);
+        return invoke_tcb(mem, caller, &root, addr, label, mr, out);
+    }
+    match node {
+        Cap::VSpace { addr: vs } => {
+            return match label {
+                invocation::VSPACE_CONFIGURE => match cap_at(mem, &root, mr[0])? {
+                    Cap::TablePool { addr, size_bits } => {
+                        crate::vm::configure(vs, addr, size_bits)
+                    }
+                    _ => Err(Error::InvalidCapability),
+                },
+                invocation::VSPACE_BIND_REGION => match cap_at(mem, &root, mr[0])? {
+                    Cap::Frame {
+                        addr,
+                        size_bits,
+                        rights,
+                    } => crate::vm::bind_region(vs, addr, size_bits, rights, mr[1], mr[2]),
+                    _ => Err(Error::InvalidCapability),
+                },
+                invocation::VSPACE_UNMAP_RANGE => {
+                    let n = crate::vm::unmap_range(vs, mr[0], mr[1])?;
+                    *out = Some([n, 0]);
+                    Ok(())
+                }
+                invocation::VSPACE_COLLAPSE => crate::vm::collapse(vs, mr[0], mr[1]),
+                invocation::VSPACE_SPLIT => crate::vm::split(vs, mr[0], mr[1]),
+                _ => Err(Error::IllegalOperation),
+            };
+        }
+        Cap::Frame {
+            addr,
+            size_bits,
+            rights,
+        } => {
+            return match label {
+                invocation::FRAME_MAP => {
+                    let (vs, own) = if mr[0] == invocation::SELF_SPACE {
+                        let own_vs = KObj.rd(caller + tcb::VSPACE);
+                        (own_vs, KObj.rd(caller + tcb::VTTBR))
+                    } else {
+                        (vspace_at(mem, &root, mr[0])?, 0)
+                    };
+                    crate::vm::map_frame(addr, size_bits, rights, vs, own, mr[1], mr[2])
+                }
+                invocation::FRAME_UNMAP => crate::vm::unmap_frame(addr),
+                _ => Err(Error::IllegalOperation),
+            };
+        }
+        Cap::TablePool { addr, size_bits } => {
+            if label != invocation::POOL_INFO {
+                return Err(Error::IllegalOperation);
+            }
+            *out = Some(crate::vm::pool_info(addr, size_bits));
+            return Ok(());
+        }
+        Cap::Vcpu { addr: v } => {
+            return match label {
+                invocation::VCPU_BIND_TCB => match cap_at(mem, &root, mr[0])? {
+                    Cap::Tcb { addr } => crate::vm::bind_vcpu(v, addr),
+                    _ => Err(Error::InvalidCapability),
+                },
+                invocation::VCPU_INJECT_IRQ => {
+                    if mr[0] >= crate::vcpu::MAX_VIRQ || mr[1] > 255 {
+                        return Err(Error::RangeError);
+                    }
+                    crate::vcpu::queue(v, mr[0], mr[1] as u8);
+                    let t = crate::vcpu::bound(v);
+                    if t != 0 {
+                        sched::kick_thread(t);
+                    }
+                    Ok(())
+                }
+                invocation::VCPU_READ_SYSREG => {
+                    let val = crate::vcpu::read_reg(v, mr[0]).ok_or(Error::RangeError)?;
+                    *out = Some([val, 0]);
+                    Ok(())
+                }
+                invocation::VCPU_WRITE_SYSREG => {
+                    let t = crate::vcpu::bound(v);
+                    if t != 0 && thread::state(&KObj, t) == State::Ready {
+                        return Err(Error::IllegalOperation);
+                    }
+                    if crate::vcpu::write_reg(v, mr[0], mr[1]) {
+                        Ok(())
+                    } else {
+                        Err(Error::RangeError)
+                    }
+                }
+                _ => Err(Error::IllegalOperation),
+            };
+        }
+        _ => {}
     }
     if let Cap::IrqControl = node {
         if label != invocation::IRQ_CONTROL_GET {
@@ -300,9 +445,41 @@ fn invoke_tcb(
     t: u64,
     label: u64,
     mr: [u64; 4],
+    out: &mut Option<[u64; 2]>,
 ) -> Result<(), Error> {
     let st = thread::state(&KObj, t);
     match label {
+        invocation::TCB_READ_REGISTER | invocation::TCB_WRITE_REGISTER => {
+            // Not while it runs or may be picked to run (its registers are live then).
+            if st == State::Ready {
+                return Err(Error::IllegalOperation);
+            }
+            let i = mr[0];
+            if i > bulkhead_sys::reg::SPSR {
+                return Err(Error::RangeError);
+            }
+            if label == invocation::TCB_READ_REGISTER {
+                *out = Some([KObj.rd(t + tcb::CTX + 8 * i), 0]);
+                return Ok(());
+            }
+            if i == bulkhead_sys::reg::SPSR {
+                // Only EL0t, or EL1t/EL1h for a VCPU thread (AArch64, M[4] = 0); never EL2.
+                let m = mr[1] & 0x1f;
+                let ok = m == 0 || (crate::vcpu::of(t) != 0 && (m == 0b00100 || m == 0b00101));
+                if !ok || mr[1] >> 32 != 0 {
+                    return Err(Error::InvalidArgument);
+                }
+            }
+            KObj.wr(t + tcb::CTX + 8 * i, mr[1]);
+            Ok(())
+        }
+        invocation::TCB_SET_SPACE => {
+            if st != State::Inactive {
+                return Err(Error::IllegalOperation);
+            }
+            let vs = vspace_at(mem, root, mr[0])?;
+            crate::vm::set_space(t, vs)
+        }
         invocation::TCB_CONFIGURE => {
             let slot = cap::lookup(
                 mem,
@@ -330,6 +507,10 @@ fn invoke_tcb(
             KObj.wr(t + tcb::PRIO, mr[1]);
             KObj.wr(t + tcb::FAULT_EP, mr[2]);
             KObj.wr(t + tcb::VTTBR, KObj.rd(caller + tcb::VTTBR));
+            let vs = KObj.rd(caller + tcb::VSPACE);
+            if vs != 0 {
+                crate::vm::set_space(t, vs)?;
+            }
             Ok(())
         }
         invocation::TCB_WRITE_REGISTERS => {
@@ -340,7 +521,13 @@ fn invoke_tcb(
             KObj.wr(t + tcb::CTX + 31 * 8, mr[1]);
             KObj.wr(t + tcb::reg(0), mr[2]);
             KObj.wr(t + tcb::reg(1), mr[3]);
-            KObj.wr(t + tcb::CTX + 33 * 8, 0); // EL0t, interrupts unmasked
+            // EL0t with interrupts unmasked, or EL1h masked for a VCPU thread.
+            let spsr = if crate::vcpu::of(t) != 0 {
+                crate::vcpu::SPSR_EL1H
+            } else {
+                0
+            };
+            KObj.wr(t + tcb::CTX + 33 * 8, spsr);
             Ok(())
         }
         invocation::TCB_RESUME => {

@@ -31,6 +31,10 @@ mod sync;
 mod task;
 #[cfg(target_os = "none")]
 mod trap;
+#[cfg(target_os = "none")]
+mod vcpu;
+#[cfg(target_os = "none")]
+mod vm;
 
 /// The board this kernel is built for.
 #[cfg(all(target_os = "none", feature = "board-qemu-virt"))]

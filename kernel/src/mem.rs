@@ -88,3 +88,27 @@ impl TableMem for IdentityMem {
         unsafe { &*(addr as *const AtomicU64) }
     }
 }
+
+/// The 8-byte word at `addr` of a kernel object, as an atomic.
+pub fn atomic_word(addr: u64) -> &'static AtomicU64 {
+    debug_assert!(addr.is_multiple_of(8));
+    // SAFETY: callers pass aligned words of kernel objects (VCPUs, VSpaces, table pools)
+    // retyped from RAM Untyped memory, which is identity mapped read/write at EL2 and
+    // stays so for the kernel's life; a word shared between cores is only accessed
+    // atomically.
+    unsafe { &*(addr as *const AtomicU64) }
+}
+
+/// Zeroes the 4 KiB page at `pa` (a table page returning to its pool).
+pub fn zero_page(pa: PhysAddr) {
+    zero(pa)
+}
+
+/// Fills the 4 KiB page at `pa` with copies of `v` (poisoning a freed table).
+pub fn fill_page(pa: PhysAddr, v: u64) {
+    for i in 0..PAGE_SIZE / 8 {
+        // SAFETY: `pa` is a table page of a pool the caller owns (being returned to it),
+        // RAM identity mapped read/write at EL2; aligned words inside the page.
+        unsafe { core::ptr::write_volatile((pa.0 + 8 * i) as *mut u64, v) };
+    }
+}

@@ -78,8 +78,12 @@ pub struct CoreSched {
     pub rq: Queues,
     /// The running thread's TCB, 0 when idle.
     pub current: u64,
-    /// The thread whose timer state is loaded on this core (0: none).
+    /// The thread whose timer state (and VCPU state, for a VCPU thread) is loaded on this
+    /// core (0: none).
     pub loaded: u64,
+    /// The thread whose FP/SIMD registers this core holds (0: none); others trap on
+    /// their first FP instruction and get theirs then.
+    pub fp_owner: u64,
     /// The major frame: (partition, ticks) per window; empty = partition 0 forever.
     windows: [(u8, u32); MAX_WINDOWS],
     nwindows: usize,
@@ -93,6 +97,7 @@ impl CoreSched {
             rq: Queues::new(),
             current: 0,
             loaded: 0,
+            fp_owner: 0,
             windows: [(0, 0); MAX_WINDOWS],
             nwindows: 0,
             window: 0,
@@ -200,8 +205,13 @@ pub fn stop(t: u64, error: u64) {
             if c == me {
                 // Its timer stays loaded until the next switch: stop it now.
                 sysreg_write!("cntp_ctl_el0", 0);
+                sysreg_write!("cntv_ctl_el0", 0);
             }
             s.loaded = 0;
+        }
+        if s.fp_owner == t {
+            // Its FP registers are never saved into the TCB again.
+            s.fp_owner = 0;
         }
         if s.current == t && c != me {
             s.current = 0;
@@ -212,6 +222,25 @@ pub fn stop(t: u64, error: u64) {
     drop(guard);
     if remote {
         kick(1 << c);
+    }
+}
+
+/// If thread `t` is running on another core, makes that core enter the kernel (it then
+/// sees what changed for `t`, e.g. a virtual interrupt to deliver).
+pub fn kick_thread(t: u64) {
+    let c = core_of(t);
+    if c != cpu::index() && SCHED[c].lock().current == t {
+        kick(1 << c);
+    }
+}
+
+/// The FP/SIMD trap of the thread running on this core: it gets its registers.
+pub fn fp_trap() {
+    let me = cpu::index();
+    let cur = current();
+    let mut s = SCHED[me].lock();
+    if cur != 0 && s.current == cur {
+        s.fp_owner = crate::vcpu::fp_trap(s.fp_owner, cur);
     }
 }
 
@@ -332,22 +361,37 @@ pub fn resume() -> ! {
     if next != 0 && next != s.loaded {
         let loaded = s.loaded;
         switch_timer(loaded, next);
+        crate::vcpu::switch(loaded, next);
         s.loaded = next;
     }
+    let fp_mine = next != 0 && s.fp_owner == next;
     drop(s);
     if next == 0 {
         cpu::set_context(core::ptr::null_mut());
         IDLE[me].store(true, Ordering::Relaxed);
+        crate::vm::exit();
         crate::arch::idle();
     }
     IDLE[me].store(false, Ordering::Relaxed);
+    crate::arch::virt::trap_fp(!fp_mine);
+    let vcpu = crate::vcpu::of(next);
     let vttbr = KObj.rd(next + tcb::VTTBR);
-    if LOADED_VTTBR[me].swap(vttbr, Ordering::Relaxed) != vttbr {
+    // The cached value records the address space and whether it ran a guest.
+    let key = vttbr ^ ((vcpu != 0) as u64);
+    if LOADED_VTTBR[me].swap(key, Ordering::Relaxed) != key {
         sysreg_write!("vttbr_el2", vttbr);
         sysreg_write!("vtcr_el2", kcore::stage2::VTCR);
-        sysreg_write!("hcr_el2", crate::task::HCR_NATIVE);
+        crate::arch::virt::set_hcr(if vcpu != 0 {
+            crate::vcpu::HCR_GUEST
+        } else {
+            crate::task::HCR_NATIVE
+        });
         isb();
     }
+    if vcpu != 0 {
+        crate::vcpu::flush_pending(vcpu);
+    }
+    crate::vm::exit();
     let ctx = next as usize as *mut UserContext;
     cpu::set_context(ctx);
     // SAFETY: `next` is a live TCB (in a run queue or current, so not destroyed: destroy

@@ -237,9 +237,17 @@ fn destroy(task: &Task) {
     for i in 0..cspace::ROOT_BYTES / PAGE_SIZE {
         mem::free(PhysAddr(task.cnode_frames.0 + i * PAGE_SIZE));
     }
+    // Frames the task mapped with FRAME_MAP are objects of their own: unmapped, not
+    // freed.
+    crate::vm::forget_own_space(task.root.0);
     sysreg_write!("vttbr_el2", task.vttbr());
     isb();
-    stage2::teardown(&IdentityMem, task.root, &mut mem::free, &mut mem::free);
+    let mut leaf = |pa: PhysAddr| {
+        if !crate::vm::is_mapped_frame(pa.0) {
+            mem::free(pa)
+        }
+    };
+    stage2::teardown(&IdentityMem, task.root, &mut leaf, &mut mem::free);
     // The task can no longer run anywhere; drop every cached translation of its VMID.
     tlbi_vmid_all_cores();
     mem::free(task.root);

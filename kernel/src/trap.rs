@@ -144,13 +144,22 @@ fn trap_regs(ctx: *const UserContext) -> Trap {
 /// Synchronous exception from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_sync(ctx: *mut UserContext) -> ! {
+    crate::vm::enter();
     let regs = trap_regs(ctx);
-    if sched::current() == 0 {
+    let cur = sched::current();
+    if cur == 0 {
         // The thread was stopped from another core while it ran here: drop the trap
         // (its registers went to the scratch area) and schedule.
         sched::resume();
     }
     let esr = Esr(sysreg_read!("esr_el2"));
+    if esr.class() == ExceptionClass::FpSimdAccess {
+        sched::fp_trap();
+        sched::resume();
+    }
+    if crate::vcpu::of(cur) != 0 {
+        guest_exit(cur, &regs, esr);
+    }
     match esr.class() {
         ExceptionClass::Svc64 => syscall(&regs),
         ExceptionClass::DataAbortLowerEl => fault(&regs, "data abort", fault::DATA_ABORT),
@@ -160,6 +169,78 @@ extern "C" fn bh_lower_sync(ctx: *mut UserContext) -> ! {
         ExceptionClass::Unknown => fault(&regs, "undefined instruction", fault::UNDEFINED),
         _ => fault(&regs, "unexpected exception", fault::OTHER),
     }
+}
+
+/// An exit of a guest (a VCPU thread at EL1). Stage-2 translation faults inside its
+/// bound memory regions are resolved here without leaving the kernel; everything else
+/// becomes a fault message to the VCPU thread's handler (its VMM), whose reply resumes
+/// the guest.
+fn guest_exit(cur: u64, regs: &Trap, esr: Esr) -> ! {
+    let far = sysreg_read!("far_el2");
+    let hpfar = sysreg_read!("hpfar_el2");
+    let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
+    let x = &regs.x;
+    let msg = match esr.class() {
+        c @ (ExceptionClass::DataAbortLowerEl | ExceptionClass::InstrAbortLowerEl) => {
+            let exec = c == ExceptionClass::InstrAbortLowerEl;
+            if matches!(esr.fault(), Some(kcore::esr::FaultKind::Translation(_)))
+                && crate::vm::resolve_fault(cur, ipa, esr.is_write(), exec)
+            {
+                sched::resume();
+            }
+            let value = if esr.is_write() && esr.isv() && esr.srt() != 31 {
+                KObj.rd(cur + tcb::reg(esr.srt() as u64))
+            } else {
+                0
+            };
+            let label = if exec {
+                fault::VM_INSTRUCTION_ABORT
+            } else {
+                fault::VM_DATA_ABORT
+            };
+            [MessageInfo::new(label, 4).0, regs.elr, ipa, esr.0, value]
+        }
+        ExceptionClass::Hvc64 => [
+            MessageInfo::new(fault::HYPERCALL, 4).0,
+            x[0],
+            x[1],
+            x[2],
+            x[3],
+        ],
+        ExceptionClass::Smc64 => {
+            // A trapped SMC returns to itself; the emulated call returns past it.
+            KObj.wr(cur + tcb::CTX + 32 * 8, regs.elr + 4);
+            [MessageInfo::new(fault::SMC, 4).0, x[0], x[1], x[2], x[3]]
+        }
+        ExceptionClass::SysRegTrap => {
+            let iss = esr.iss() as u64;
+            let rt = (iss >> 5) & 0x1f;
+            // ISS bit 0: 1 = read (MRS), 0 = write (MSR).
+            let value = if iss & 1 == 0 && rt != 31 {
+                KObj.rd(cur + tcb::reg(rt))
+            } else {
+                0
+            };
+            [
+                MessageInfo::new(fault::SYSREG, 4).0,
+                regs.elr,
+                iss,
+                esr.0,
+                value,
+            ]
+        }
+        _ => [MessageInfo::new(fault::OTHER, 4).0, regs.elr, ipa, esr.0, 0],
+    };
+    if deliver_fault(cur, msg) {
+        sched::resume();
+    }
+    report("guest", "exit", regs.elr, regs.spsr);
+    defmt::warn!(
+        "VCPU thread {=u64:#x} has no fault handler for this exit; stopped",
+        cur
+    );
+    sched::stop(cur, Error::Aborted as u64);
+    sched::resume()
 }
 
 fn set(t: u64, reg: u64, v: u64) {
@@ -270,10 +351,16 @@ fn syscall(regs: &Trap) -> ! {
         }
         Some(Syscall::Call) => match cspace::cap_of(cur, x[0]) {
             Ok(Cap::Endpoint { .. }) => ipc_send(cur, x[0], true, true),
-            _ => {
-                let res = cspace::invoke(cur, x[0], MessageInfo(x[1]), [x[2], x[3], x[4], x[5]]);
-                set(cur, 0, code(res));
-            }
+            _ => match cspace::invoke(cur, x[0], MessageInfo(x[1]), [x[2], x[3], x[4], x[5]]) {
+                Ok(ret) => {
+                    set(cur, 0, 0);
+                    if let Some([a, b]) = ret {
+                        set(cur, 1, a);
+                        set(cur, 2, b);
+                    }
+                }
+                Err(e) => set(cur, 0, e as u64),
+            },
         },
         Some(Syscall::DebugSlot) if !cfg!(feature = "test-build") => {
             set(cur, 0, Error::UnknownSyscall as u64)
@@ -358,6 +445,7 @@ fn debug_log(t: &task::Task, addr: u64, len: u64) -> Result<(), Error> {
 /// IRQ while EL0 ran.
 #[no_mangle]
 extern "C" fn bh_lower_irq(_ctx: *mut UserContext) -> ! {
+    crate::vm::enter();
     handle_irqs();
     sched::resume()
 }
@@ -365,6 +453,7 @@ extern "C" fn bh_lower_irq(_ctx: *mut UserContext) -> ! {
 /// FIQ from EL0 (never routed here on purpose).
 #[no_mangle]
 extern "C" fn bh_lower_fiq(ctx: *mut UserContext) -> ! {
+    crate::vm::enter();
     // SAFETY: as in `bh_lower_sync`.
     fault(&trap_regs(ctx), "FIQ", fault::OTHER)
 }
@@ -372,6 +461,7 @@ extern "C" fn bh_lower_fiq(ctx: *mut UserContext) -> ! {
 /// SError from EL0.
 #[no_mangle]
 extern "C" fn bh_lower_serror(ctx: *mut UserContext) -> ! {
+    crate::vm::enter();
     // SAFETY: as in `bh_lower_sync`.
     fault(&trap_regs(ctx), "SError", fault::OTHER)
 }
@@ -379,8 +469,11 @@ extern "C" fn bh_lower_serror(ctx: *mut UserContext) -> ! {
 /// IRQ taken in the kernel (only while idle or waiting with IRQs unmasked).
 #[no_mangle]
 extern "C" fn bh_kernel_irq(_frame: *mut u64) {
+    crate::vm::enter();
     handle_irqs();
     sched::after_kernel_irq();
+    // Back to waiting (idle, or a boot-time wait): outside the kernel for QSBR again.
+    crate::vm::exit();
 }
 
 fn handle_irqs() {
@@ -408,6 +501,8 @@ fn handle_irqs() {
             SGI_PONG => {
                 PONGS.fetch_add(1, Ordering::Relaxed);
             }
+            // The guest's virtual timer (only enabled while a guest runs here).
+            27 => crate::vcpu::vtimer_fired(sched::current()),
             // The exit path reschedules anyway; the SGI only brought this core here.
             sched::SGI_RESCHED => {}
             other => {

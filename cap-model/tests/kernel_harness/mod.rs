@@ -166,6 +166,8 @@ impl Kernel {
             },
             Cap::PageTable { addr } => CapView::PageTable { addr },
             Cap::VSpace { addr } => CapView::VSpace { addr },
+            Cap::Vcpu { addr } => CapView::Vcpu { addr },
+            Cap::TablePool { addr, size_bits } => CapView::TablePool { addr, size_bits },
         })
     }
 

@@ -215,6 +215,11 @@ impl Esr {
     pub const fn isv(self) -> bool {
         matches!(self.ec(), 0x24 | 0x25) && self.0 & (1 << 24) != 0
     }
+    /// For data aborts with a valid syndrome, the register transferred (SRT, ISS[20:16];
+    /// 31 is the zero register).
+    pub const fn srt(self) -> u8 {
+        ((self.0 >> 16) & 0x1f) as u8
+    }
     /// For SVC/HVC/SMC, the 16-bit immediate.
     pub const fn imm16(self) -> u16 {
         (self.0 & 0xffff) as u16
@@ -243,6 +248,7 @@ mod tests {
         assert_eq!(esr.class(), ExceptionClass::DataAbortLowerEl);
         assert!(esr.is_write());
         assert!(esr.isv());
+        assert_eq!(Esr(0x9300_0000 | (7 << 16)).srt(), 7);
         assert_eq!(esr.fault(), Some(FaultKind::Translation(2)));
         assert_eq!(esr.fault().unwrap().level(), Some(2));
         assert_eq!(

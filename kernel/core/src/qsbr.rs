@@ -90,23 +90,25 @@ impl<const N: usize> Default for Qsbr<N> {
     }
 }
 
-/// A core's retired items (table addresses) waiting for their grace period.
-pub struct RetireList<const N: usize, const CAP: usize> {
-    items: [(u64, Snapshot<N>); CAP],
+/// A core's retired items waiting for their grace period, each with the snapshot taken when
+/// it was retired. `T` is whatever the owner needs to free the item later: a table's
+/// address, or (table, pool) for the kernel. The list lives outside the retired memory.
+pub struct RetireList<T: Copy, const N: usize, const CAP: usize> {
+    items: [Option<(T, Snapshot<N>)>; CAP],
     len: usize,
 }
 
-impl<const N: usize, const CAP: usize> Default for RetireList<N, CAP> {
+impl<T: Copy, const N: usize, const CAP: usize> Default for RetireList<T, N, CAP> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize, const CAP: usize> RetireList<N, CAP> {
+impl<T: Copy, const N: usize, const CAP: usize> RetireList<T, N, CAP> {
     /// An empty list.
     pub const fn new() -> Self {
         RetireList {
-            items: [(0, [0; N]); CAP],
+            items: [None; CAP],
             len: 0,
         }
     }
@@ -121,30 +123,43 @@ impl<const N: usize, const CAP: usize> RetireList<N, CAP> {
         self.len == 0
     }
 
-    /// Retires `item` (already unreachable) with a snapshot taken now. `Err(item)` when the
-    /// list is full: reclaim first.
-    pub fn retire(&mut self, q: &Qsbr<N>, item: u64) -> Result<(), u64> {
+    /// True when a further `retire` would be refused.
+    pub fn is_full(&self) -> bool {
+        self.len == CAP
+    }
+
+    /// Retires `item` (already unreachable, and, for a translation table, already dropped
+    /// from every MMU's walk cache) with a snapshot taken now ([`Qsbr::snapshot`] starts
+    /// with the full fence that orders the caller's unlink before the counter loads).
+    /// `Err(item)` when the list is full: reclaim first.
+    pub fn retire(&mut self, q: &Qsbr<N>, item: T) -> Result<(), T> {
         if self.len == CAP {
             return Err(item);
         }
-        self.items[self.len] = (item, q.snapshot());
+        self.items[self.len] = Some((item, q.snapshot()));
         self.len += 1;
         Ok(())
     }
 
-    /// Hands every item whose grace period is over to `free`; returns how many.
-    pub fn reclaim(&mut self, q: &Qsbr<N>, free: &mut dyn FnMut(u64)) -> usize {
+    /// Hands every item whose grace period is over to `free` (oldest first); returns how
+    /// many. The others stay, in order.
+    pub fn reclaim(&mut self, q: &Qsbr<N>, free: &mut dyn FnMut(T)) -> usize {
         let mut kept = 0;
         let mut freed = 0;
         for i in 0..self.len {
-            let (item, snap) = self.items[i];
+            let Some((item, snap)) = self.items[i] else {
+                continue;
+            };
             if q.expired(&snap) {
                 free(item);
                 freed += 1;
             } else {
-                self.items[kept] = (item, snap);
+                self.items[kept] = Some((item, snap));
                 kept += 1;
             }
+        }
+        for slot in &mut self.items[kept..self.len] {
+            *slot = None;
         }
         self.len = kept;
         freed
@@ -161,7 +176,7 @@ mod tests {
         q.enter(0); // the retiring core, in the kernel
         q.enter(1); // a walker in the kernel
                     // core 2 runs a guest: even, quiescent
-        let mut list: RetireList<3, 2> = RetireList::new();
+        let mut list: RetireList<u64, 3, 2> = RetireList::new();
         list.retire(&q, 0x1000).unwrap();
         let mut freed = Vec::new();
         assert_eq!(
@@ -186,11 +201,42 @@ mod tests {
     #[test]
     fn a_full_list_refuses() {
         let q: Qsbr<1> = Qsbr::new();
-        let mut list: RetireList<1, 1> = RetireList::new();
+        let mut list: RetireList<u64, 1, 1> = RetireList::new();
         list.retire(&q, 1).unwrap();
         assert_eq!(list.retire(&q, 2), Err(2));
         // Core 0 was even at the snapshot: reclaimable at once.
         assert_eq!(list.reclaim(&q, &mut |_| {}), 1);
+    }
+
+    #[test]
+    fn items_are_any_copy_type_and_the_unexpired_keep_their_order() {
+        // The kernel's items: (table, pool) pairs.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        struct Item(u64, u8);
+        let q: Qsbr<2> = Qsbr::new();
+        let mut list: RetireList<Item, 2, 4> = RetireList::new();
+        list.retire(&q, Item(0x1000, 0)).unwrap(); // core 1 even: expires at once
+        q.enter(1);
+        list.retire(&q, Item(0x2000, 1)).unwrap();
+        list.retire(&q, Item(0x3000, 2)).unwrap();
+        q.exit(1);
+        q.enter(1);
+        list.retire(&q, Item(0x4000, 3)).unwrap(); // core 1 in the kernel again
+        assert!(list.is_full());
+        assert_eq!(list.retire(&q, Item(0x9000, 9)), Err(Item(0x9000, 9)));
+        let mut freed = Vec::new();
+        assert_eq!(list.reclaim(&q, &mut |i| freed.push(i)), 3);
+        assert_eq!(
+            freed,
+            vec![Item(0x1000, 0), Item(0x2000, 1), Item(0x3000, 2)]
+        );
+        assert_eq!(list.len(), 1);
+        list.retire(&q, Item(0x5000, 4)).unwrap();
+        q.exit(1);
+        freed.clear();
+        assert_eq!(list.reclaim(&q, &mut |i| freed.push(i)), 2);
+        assert_eq!(freed, vec![Item(0x4000, 3), Item(0x5000, 4)]);
+        assert!(list.is_empty());
     }
 }
 
@@ -235,7 +281,7 @@ mod loom_tests {
             };
             w.q.enter(0);
             w.entry.store(1, Ordering::Release); // unlink table 0
-            let mut list: RetireList<2, 1> = RetireList::new();
+            let mut list: RetireList<u64, 2, 1> = RetireList::new();
             list.retire(&w.q, 0).unwrap();
             w.q.exit(0);
             w.q.enter(0);
@@ -253,13 +299,45 @@ mod loom_tests {
         });
     }
 
+    /// A core that makes one kernel visit and then stays in its guest (even) for ever: the
+    /// retiring core's wait for the grace period ends in every interleaving (a spin that
+    /// never ended would exceed loom's branch limit and fail the model).
+    #[test]
+    fn a_grace_period_ends_while_a_core_stays_in_its_guest() {
+        loom::model(|| {
+            let q: Arc<Qsbr<2>> = Arc::new(Qsbr::new());
+            let guest = {
+                let q = q.clone();
+                thread::spawn(move || {
+                    q.enter(1);
+                    q.exit(1);
+                    // Runs its guest from here on without exits.
+                })
+            };
+            let mut list: RetireList<u64, 2, 1> = RetireList::new();
+            q.enter(0);
+            list.retire(&q, 7).unwrap();
+            q.exit(0);
+            loop {
+                q.enter(0);
+                let freed = list.reclaim(&q, &mut |t| assert_eq!(t, 7));
+                q.exit(0);
+                if freed == 1 {
+                    break;
+                }
+                thread::yield_now();
+            }
+            guest.join().unwrap();
+        });
+    }
+
     /// A core that never enters the kernel (a guest in a tight loop) does not hold up the
     /// grace period: reclamation finishes without it.
     #[test]
     fn a_core_that_never_exits_a_guest_does_not_block() {
         loom::model(|| {
             let q: Arc<Qsbr<2>> = Arc::new(Qsbr::new());
-            let mut list: RetireList<2, 1> = RetireList::new();
+            let mut list: RetireList<u64, 2, 1> = RetireList::new();
             q.enter(0);
             list.retire(&q, 7).unwrap();
             q.exit(0);

@@ -1,43 +1,247 @@
-//! `cargo xtask bench`: the benchmark system under QEMU's `-icount shift=0`, where the PMU
-//! cycle counter counts instructions, so the figures repeat exactly from run to run. Each
-//! benchmark runs twice and must give the same numbers; the table shows them beside the
-//! reference figures measured the same way on this QEMU.
+//! `cargo xtask bench [GROUP...] [--record]`: runs benchmark groups, prints their figures
+//! beside the values recorded in `docs/benchmarks.md`, writes `target/bench/results.json`
+//! and, with `--record`, rewrites the recorded table there (`bench_doc`).
+//!
+//! Groups:
+//! - `ipc`: the benchmark system under QEMU's `-icount shift=0`, where the PMU cycle
+//!   counter counts instructions, so the figures repeat exactly from run to run. It runs
+//!   twice and both runs must give the same numbers.
+//! - `stage2`: the portable stage-2 walker on the host, lock-free against a global-lock
+//!   baseline, with 1 and 2 threads (`src/bin/bench-stage2.rs`, built in release).
 
 use std::fmt::Write as _;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::bench_doc::{self, GroupRecord, Recorded, Spec, NONE, NOT_MEASURED};
 use crate::image;
 use crate::qemu::{self, RunConfig};
 use crate::say;
 use crate::setup;
 use crate::system;
 
-/// (benchmark, what it is, reference, target) — references from `../shared` facts: seL4
-/// release, fastpath, hypervisor mode, on this QEMU 7.2 virt / cortex-a57, one way.
-const ROWS: &[(&str, &str, &str, &str)] = &[
+/// The benchmark groups, in the order they run: (name, what it measures).
+pub const GROUPS: &[(&str, &str)] = &[
     (
-        "syscall-null",
-        "an unknown syscall: kernel entry, decode, error, exit",
-        "-",
-        "-",
+        "ipc",
+        "syscall and IPC round trips in instructions, under QEMU -icount",
     ),
     (
-        "ipc-roundtrip-4",
-        "Call + ReplyRecv round trip, 4-word message, same core",
-        "seL4 532 (255 + 277)",
-        "<= 480 (230 + 250)",
-    ),
-    (
-        "ipc-roundtrip-10",
-        "Call + ReplyRecv round trip, 10-word message, same core",
-        "seL4 1502 (764 + 738)",
-        "-",
+        "stage2",
+        "stage-2 faults per second of the host walker, lock-free vs a global lock, 1 and 2 threads",
     ),
 ];
 
-fn parse(log: &str) -> Vec<(String, u64)> {
+/// Options of `bench`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// The groups to run, each once, in `GROUPS` order; none means all.
+    pub groups: Vec<String>,
+    /// Rewrite the recorded table in docs/benchmarks.md.
+    pub record: bool,
+}
+
+/// A catalogued benchmark: what the table says about it besides its value.
+struct Row {
+    name: &'static str,
+    group: &'static str,
+    unit: &'static str,
+    what: &'static str,
+    reference: &'static str,
+    target: &'static str,
+    /// No run measures it yet (the kernel side does not exist): shown as not measured.
+    placeholder: bool,
+}
+
+const fn row(
+    group: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    what: &'static str,
+) -> Row {
+    Row {
+        name,
+        group,
+        unit,
+        what,
+        reference: NONE,
+        target: NONE,
+        placeholder: false,
+    }
+}
+
+const fn placeholder(name: &'static str, unit: &'static str, what: &'static str) -> Row {
+    Row {
+        placeholder: true,
+        ..row("stage2", name, unit, what)
+    }
+}
+
+/// Every benchmark, in table order. References for `ipc` from `../shared` facts: seL4
+/// release, fastpath, hypervisor mode, on this QEMU 7.2 virt / cortex-a57, one way.
+const ROWS: &[Row] = &[
+    row(
+        "ipc",
+        "syscall-null",
+        "instructions",
+        "an unknown syscall (kernel entry, decode, error return, exit)",
+    ),
+    Row {
+        reference: "seL4 532 (255 + 277)",
+        target: "≤ 480 (230 + 250)",
+        ..row(
+            "ipc",
+            "ipc-roundtrip-4",
+            "instructions",
+            "Call + ReplyRecv round trip, 4-word message, same core",
+        )
+    },
+    Row {
+        reference: "seL4 1502 (764 + 738)",
+        ..row(
+            "ipc",
+            "ipc-roundtrip-10",
+            "instructions",
+            "the same with a 10-word message (IPC buffers)",
+        )
+    },
+    row(
+        "stage2",
+        "stage2-host-cpus",
+        "CPUs",
+        "host: CPUs available to the stage-2 benchmark (the scaling figures need 2)",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-1t",
+        "faults/s",
+        "host: lock-free walker, 1 thread; a fault maps one 4 KiB page",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-2t",
+        "faults/s",
+        "the same, 2 threads faulting alternate 2 MiB regions of one tree",
+    ),
+    Row {
+        target: "≥ 1.7",
+        ..row(
+            "stage2",
+            "stage2-host-lockfree-scaling",
+            "x",
+            "lock-free: 2-thread rate / 1-thread rate",
+        )
+    },
+    row(
+        "stage2",
+        "stage2-host-lock-1t",
+        "faults/s",
+        "host: baseline, every fault under one global lock, 1 thread",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lock-2t",
+        "faults/s",
+        "the same, 2 threads faulting alternate 2 MiB regions of one tree",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lock-scaling",
+        "x",
+        "global lock: 2-thread rate / 1-thread rate",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-over-lock-1t",
+        "x",
+        "lock-free rate / global-lock rate, 1 thread",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-over-lock-2t",
+        "x",
+        "lock-free rate / global-lock rate, 2 threads",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-2t-shared-l3",
+        "faults/s",
+        "lock-free, 2 threads taking alternate runs of 16 pages (the same level-3 tables)",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-shared-l3-scaling",
+        "x",
+        "its 2-thread rate / the 1-thread rate",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-2t-adjacent",
+        "faults/s",
+        "lock-free, 2 threads taking alternate pages (entries in the same cache lines)",
+    ),
+    row(
+        "stage2",
+        "stage2-host-lockfree-adjacent-scaling",
+        "x",
+        "its 2-thread rate / the 1-thread rate",
+    ),
+    placeholder(
+        "stage2-fault-kernel",
+        "instructions",
+        "a stage-2 fault resolved in the kernel, guest fault to guest return (QEMU icount)",
+    ),
+    placeholder(
+        "stage2-fault-vmm",
+        "instructions",
+        "the same fault resolved by a round trip to a user-level VMM",
+    ),
+    placeholder(
+        "stage2-populate-1vcpu",
+        NONE,
+        "populate time of a guest's memory, 1 vCPU faulting",
+    ),
+    placeholder("stage2-populate-2vcpu", NONE, "the same, 2 vCPUs"),
+    placeholder("stage2-populate-4vcpu", NONE, "the same, 4 vCPUs"),
+];
+
+/// One measured figure.
+#[derive(Clone, Debug, PartialEq)]
+struct Figure {
+    group: &'static str,
+    name: String,
+    value: f64,
+    unit: String,
+}
+
+/// What a group run gives.
+struct GroupRun {
+    figures: Vec<Figure>,
+    notes: Vec<String>,
+    machine: String,
+}
+
+/// The unit as the tables show it.
+fn shown_unit(unit: &str) -> &str {
+    match unit {
+        "x" => "×",
+        u => u,
+    }
+}
+
+/// The value as the tables show it: rates in millions, ratios to two decimals.
+fn shown_value(value: f64, unit: &str) -> String {
+    match unit {
+        "faults/s" => format!("{:.1} M", value / 1e6),
+        "x" => format!("{value:.2}"),
+        _ if value.fract() == 0.0 && value.abs() < 1e15 => format!("{value:.0}"),
+        _ => format!("{value}"),
+    }
+}
+
+fn parse_icount(log: &str) -> Vec<(String, u64)> {
     log.lines()
         .filter_map(|l| l.split("BENCH ").nth(1))
         .filter_map(|rest| {
@@ -47,8 +251,12 @@ fn parse(log: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn once(built: &image::Built, i: u32) -> Result<Vec<(String, u64)>> {
-    let out = setup::repo_root().join("target").join("bench");
+fn bench_dir() -> PathBuf {
+    setup::repo_root().join("target").join("bench")
+}
+
+fn icount_once(built: &image::Built, i: u32) -> Result<Vec<(String, u64)>> {
+    let out = bench_dir();
     std::fs::create_dir_all(&out)?;
     let cfg = RunConfig {
         smp: 1,
@@ -70,63 +278,510 @@ fn once(built: &image::Built, i: u32) -> Result<Vec<(String, u64)>> {
         );
     }
     let log = std::fs::read_to_string(&cfg.log_path).context("reading the benchmark console")?;
-    let figures = parse(&log);
+    let figures = parse_icount(&log);
     if figures.is_empty() || figures.iter().any(|(_, v)| *v == 0) {
         bail!("the benchmark printed no (or zero) figures: {figures:?}");
     }
     Ok(figures)
 }
 
-/// Runs the benchmarks.
-pub fn bench() -> Result<ExitCode> {
+/// The `ipc` group: the benchmark system, twice, under -icount.
+fn run_ipc() -> Result<GroupRun> {
     setup::ensure_target()?;
     setup::ensure_qemu()?;
     let sys = system::load(&setup::repo_root().join("tests/systems/bench.toml"))?;
     let built = image::build(&sys, "info")?;
-    say!("running the benchmarks twice under -icount shift=0");
-    let a = once(&built, 1)?;
-    let b = once(&built, 2)?;
+    say!("ipc: running the benchmark system twice under -icount shift=0");
+    let a = icount_once(&built, 1)?;
+    let b = icount_once(&built, 2)?;
     if a != b {
         bail!("two runs gave different instruction counts: {a:?} vs {b:?}");
     }
-    let mut table = String::new();
-    let mut json = String::from("{\n");
-    writeln!(
-        table,
-        "{:<18} {:>12}  {:<24} {:<20} what",
-        "benchmark", "instructions", "reference", "target"
-    )?;
-    for (i, (name, v)) in a.iter().enumerate() {
-        let (what, reference, target) = ROWS
-            .iter()
-            .find(|r| r.0 == name)
-            .map_or(("", "-", "-"), |r| (r.1, r.2, r.3));
-        writeln!(
-            table,
-            "{name:<18} {v:>12}  {reference:<24} {target:<20} {what}"
-        )?;
-        let comma = if i + 1 < a.len() { "," } else { "" };
-        writeln!(json, "  \"{name}\": {v}{comma}")?;
+    say!("ipc: both runs identical");
+    Ok(GroupRun {
+        figures: a
+            .into_iter()
+            .map(|(name, v)| Figure {
+                group: "ipc",
+                name,
+                value: v as f64,
+                unit: "instructions".into(),
+            })
+            .collect(),
+        notes: Vec::new(),
+        machine: qemu_version().map_or_else(
+            || "QEMU -icount shift=0".to_string(),
+            |v| format!("QEMU {v}, -icount shift=0 (host-independent)"),
+        ),
+    })
+}
+
+fn qemu_version() -> Option<String> {
+    let out = Command::new(setup::QEMU).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.lines().next()?.split("version ").nth(1)?;
+    Some(v.split_whitespace().next()?.to_string())
+}
+
+/// Parses the `FIGURE <name> <value> <unit>` and `NOTE <text>` lines of bench-stage2.
+fn parse_host(out: &str) -> Result<(Vec<Figure>, Vec<String>)> {
+    let mut figures = Vec::new();
+    let mut notes = Vec::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("FIGURE ") {
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            let [name, value, unit] = w[..] else {
+                bail!("bench-stage2 printed a malformed figure: `{line}`");
+            };
+            figures.push(Figure {
+                group: "stage2",
+                name: name.to_string(),
+                value: value
+                    .parse()
+                    .with_context(|| format!("bench-stage2: bad value in `{line}`"))?,
+                unit: unit.to_string(),
+            });
+        } else if let Some(note) = line.strip_prefix("NOTE ") {
+            notes.push(note.to_string());
+        }
     }
-    json.push_str("}\n");
-    print!("{table}");
-    let path = setup::repo_root()
-        .join("target")
-        .join("bench")
-        .join("results.json");
-    std::fs::write(&path, json)?;
-    say!("both runs identical; results in {}", setup::shown(&path));
-    Ok(ExitCode::SUCCESS)
+    if figures.is_empty() {
+        bail!("bench-stage2 printed no figures");
+    }
+    Ok((figures, notes))
+}
+
+/// The host's CPU model and how many CPUs the process may use.
+fn host_machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {cpus} CPUs available")
+}
+
+/// The `stage2` group. The measurement must run optimised, and `cargo xtask` is a dev
+/// build, so it is a separate binary of this package that `cargo run --release` builds
+/// (with xtask's dependencies, in release, the first time: a minute or so) and runs. Its
+/// progress goes straight to the terminal; its figures come back on stdout.
+fn run_stage2() -> Result<GroupRun> {
+    say!("stage2: building (release) and running the host stage-2 walker benchmark");
+    let mut cmd = setup::cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "--package",
+        "xtask",
+        "--bin",
+        "bench-stage2",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{}`", setup::describe(&cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "the host stage-2 benchmark failed ({}): `{}`",
+            out.status,
+            setup::describe(&cmd)
+        );
+    }
+    let (figures, notes) = parse_host(&String::from_utf8_lossy(&out.stdout))?;
+    Ok(GroupRun {
+        figures,
+        notes,
+        machine: host_machine(),
+    })
+}
+
+/// The catalog's rows followed by any figure it does not know, as the doc shows them.
+fn specs(figures: &[Figure]) -> Vec<Spec> {
+    let mut specs: Vec<Spec> = ROWS
+        .iter()
+        .map(|r| Spec {
+            name: r.name.to_string(),
+            label: format!("`{}`: {}", r.name, r.what),
+            unit: shown_unit(r.unit).to_string(),
+            reference: r.reference.to_string(),
+            target: r.target.to_string(),
+        })
+        .collect();
+    for f in figures {
+        if !specs.iter().any(|s| s.name == f.name) {
+            specs.push(Spec {
+                name: f.name.clone(),
+                label: format!("`{}`", f.name),
+                unit: shown_unit(&f.unit).to_string(),
+                reference: NONE.to_string(),
+                target: NONE.to_string(),
+            });
+        }
+    }
+    specs
+}
+
+/// The terminal table: every row of the groups run, with the recorded value beside the
+/// new one.
+fn table(groups: &[&str], figures: &[Figure], recorded: &Recorded) -> String {
+    let mut rows: Vec<[String; 7]> = vec![[
+        "benchmark".into(),
+        "value".into(),
+        "unit".into(),
+        "recorded".into(),
+        "reference".into(),
+        "target".into(),
+        "what".into(),
+    ]];
+    let known = ROWS
+        .iter()
+        .filter(|r| groups.contains(&r.group))
+        .map(|r| (r.name, Some(r)));
+    let extra = figures
+        .iter()
+        .filter(|f| !ROWS.iter().any(|r| r.name == f.name))
+        .map(|f| (f.name.as_str(), None));
+    for (name, row) in known.chain(extra) {
+        let fig = figures.iter().find(|f| f.name == name);
+        let (value, unit) = match (fig, row) {
+            (Some(f), _) => (shown_value(f.value, &f.unit), shown_unit(&f.unit)),
+            (None, Some(r)) if r.placeholder => (NOT_MEASURED.to_string(), shown_unit(r.unit)),
+            (None, Some(r)) => ("(missing)".to_string(), shown_unit(r.unit)),
+            (None, None) => continue,
+        };
+        rows.push([
+            name.to_string(),
+            value,
+            unit.to_string(),
+            recorded.value(name).unwrap_or("-").to_string(),
+            row.map_or("-", |r| r.reference).to_string(),
+            row.map_or("-", |r| r.target).to_string(),
+            row.map_or("", |r| r.what).to_string(),
+        ]);
+    }
+    let mut width = [0usize; 7];
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(width).enumerate() {
+            let pad = w - c.chars().count();
+            match i {
+                // Numbers right-aligned.
+                1 | 3 => line.push_str(&format!("{}{c}  ", " ".repeat(pad))),
+                6 => line.push_str(c),
+                _ => line.push_str(&format!("{c}{}  ", " ".repeat(pad))),
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "null".to_string()
+    }
+}
+
+/// `target/bench/results.json`: every figure of the run.
+fn results_json(
+    command: &str,
+    date: &str,
+    figures: &[Figure],
+    not_measured: &[&str],
+    notes: &[String],
+    failed: &[(&str, String)],
+) -> String {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "[]".to_string()
+        } else {
+            format!("[\n    {}\n  ]", items.join(",\n    "))
+        }
+    };
+    let figs = figures
+        .iter()
+        .map(|f| {
+            format!(
+                "{{\"group\": {}, \"name\": {}, \"value\": {}, \"unit\": {}}}",
+                json_str(f.group),
+                json_str(&f.name),
+                json_num(f.value),
+                json_str(&f.unit)
+            )
+        })
+        .collect();
+    let failed = failed
+        .iter()
+        .map(|(g, e)| format!("{{\"group\": {}, \"error\": {}}}", json_str(g), json_str(e)))
+        .collect();
+    format!(
+        "{{\n  \"command\": {},\n  \"date\": {},\n  \"figures\": {},\n  \"not_measured\": {},\n  \"notes\": {},\n  \"failed\": {}\n}}\n",
+        json_str(command),
+        json_str(date),
+        list(figs),
+        list(not_measured.iter().map(|n| json_str(n)).collect()),
+        list(notes.iter().map(|n| json_str(n)).collect()),
+        list(failed),
+    )
+}
+
+fn doc_path() -> PathBuf {
+    setup::repo_root().join("docs").join("benchmarks.md")
+}
+
+fn read_doc(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", setup::shown(path))),
+    }
+}
+
+/// Runs the benchmarks.
+pub fn bench(opts: &BenchOptions) -> Result<ExitCode> {
+    let groups: Vec<&str> = GROUPS
+        .iter()
+        .map(|g| g.0)
+        .filter(|g| opts.groups.is_empty() || opts.groups.iter().any(|o| o == g))
+        .collect();
+    for g in &opts.groups {
+        if !GROUPS.iter().any(|k| k.0 == g) {
+            bail!("unknown benchmark group `{g}` (known: {})", known_groups());
+        }
+    }
+    let mut command = String::from("cargo xtask bench");
+    if !opts.groups.is_empty() {
+        command = format!("{command} {}", groups.join(" "));
+    }
+    if opts.record {
+        command.push_str(" --record");
+    }
+    let doc = doc_path();
+    let recorded = bench_doc::parse(&read_doc(&doc)?);
+    let date = bench_doc::today();
+
+    let mut figures = Vec::new();
+    let mut notes = Vec::new();
+    let mut ran = Vec::new();
+    let mut failed: Vec<(&str, String)> = Vec::new();
+    for &g in &groups {
+        let result = match g {
+            "ipc" => run_ipc(),
+            "stage2" => run_stage2(),
+            _ => unreachable!("group {g} has no runner"),
+        };
+        match result {
+            Ok(run) => {
+                for n in &run.notes {
+                    say!("{g}: note: {n}");
+                }
+                figures.extend(run.figures);
+                notes.extend(run.notes.into_iter().map(|n| format!("{g}: {n}")));
+                ran.push(GroupRecord {
+                    group: g.to_string(),
+                    date: date.clone(),
+                    command: command.clone(),
+                    machine: run.machine,
+                });
+            }
+            Err(e) => {
+                say!("{g}: failed: {e:#}");
+                failed.push((g, format!("{e:#}")));
+            }
+        }
+    }
+
+    let ok: Vec<&str> = ran.iter().map(|g| g.group.as_str()).collect();
+    print!("{}", table(&ok, &figures, &recorded));
+    let not_measured: Vec<&str> = ROWS
+        .iter()
+        .filter(|r| r.placeholder && ok.contains(&r.group))
+        .map(|r| r.name)
+        .collect();
+    let dir = bench_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("results.json");
+    std::fs::write(
+        &path,
+        results_json(&command, &date, &figures, &not_measured, &notes, &failed),
+    )?;
+    say!("results in {}", setup::shown(&path));
+
+    if opts.record && !ran.is_empty() {
+        let fresh: Vec<(String, String, String)> = figures
+            .iter()
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    shown_value(f.value, &f.unit),
+                    shown_unit(&f.unit).to_string(),
+                )
+            })
+            .collect();
+        let new = bench_doc::update(&recorded, &specs(&figures), &fresh, &ran);
+        let text = bench_doc::splice(&read_doc(&doc)?, &bench_doc::render(&new));
+        std::fs::write(&doc, text).with_context(|| format!("writing {}", setup::shown(&doc)))?;
+        say!("recorded {} in {}", ok.join(", "), setup::shown(&doc));
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let names: Vec<&str> = failed.iter().map(|f| f.0).collect();
+        say!(
+            "failed: {}{}",
+            names.join(", "),
+            if opts.record && !ran.is_empty() {
+                " (not recorded; the others were)"
+            } else {
+                ""
+            }
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The known group names, for messages.
+pub fn known_groups() -> String {
+    GROUPS.iter().map(|g| g.0).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn parses_bench_lines() {
         let log = "[bench] INFO  BENCH ipc-roundtrip-4 812\nnoise\n[bench] INFO  BENCH x 5\n";
         assert_eq!(
-            super::parse(log),
+            parse_icount(log),
             vec![("ipc-roundtrip-4".to_string(), 812), ("x".to_string(), 5)]
         );
+    }
+
+    #[test]
+    fn parses_host_figures() {
+        let out = "FIGURE stage2-host-cpus 2 CPUs\nnoise\n\
+                   FIGURE stage2-host-lockfree-1t 128659484 faults/s\n\
+                   FIGURE stage2-host-lockfree-scaling 1.97 x\nNOTE only 1 CPU\n";
+        let (figs, notes) = parse_host(out).unwrap();
+        assert_eq!(figs.len(), 3);
+        assert_eq!(figs[1].name, "stage2-host-lockfree-1t");
+        assert_eq!(figs[1].value, 128_659_484.0);
+        assert_eq!(figs[2].unit, "x");
+        assert_eq!(notes, ["only 1 CPU"]);
+        assert!(parse_host("FIGURE a 1\n").is_err());
+        assert!(parse_host("FIGURE a one x\n").is_err());
+        assert!(parse_host("nothing\n").is_err());
+    }
+
+    #[test]
+    fn values_as_shown() {
+        assert_eq!(shown_value(128_659_484.0, "faults/s"), "128.7 M");
+        assert_eq!(shown_value(1.974, "x"), "1.97");
+        assert_eq!(shown_value(1289.0, "instructions"), "1289");
+        assert_eq!(shown_unit("x"), "×");
+    }
+
+    #[test]
+    fn catalog_is_consistent() {
+        for (i, r) in ROWS.iter().enumerate() {
+            assert!(GROUPS.iter().any(|g| g.0 == r.group), "{}", r.name);
+            assert!(
+                ROWS[..i].iter().all(|o| o.name != r.name),
+                "{} twice",
+                r.name
+            );
+            // Cells must not break the Markdown table.
+            for cell in [r.name, r.what, r.reference, r.target, r.unit] {
+                assert!(!cell.contains('|') && !cell.contains('\n'), "{cell}");
+            }
+        }
+    }
+
+    #[test]
+    fn table_shows_recorded_values_and_placeholders() {
+        let recorded = bench_doc::parse(
+            "<!-- bench:results:begin -->\n\
+             | benchmark | value | previous | unit | reference | target |\n|---|---|---|---|---|---|\n\
+             | `stage2-host-lockfree-1t`: x | 120.0 M | — | faults/s | — | — |\n\
+             <!-- bench:results:end -->\n",
+        );
+        let figs = [Figure {
+            group: "stage2",
+            name: "stage2-host-lockfree-1t".into(),
+            value: 128_659_484.0,
+            unit: "faults/s".into(),
+        }];
+        let t = table(&["stage2"], &figs, &recorded);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("stage2-host-lockfree-1t "))
+            .unwrap();
+        assert!(
+            line.contains("128.7 M") && line.contains("120.0 M"),
+            "{line}"
+        );
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("stage2-fault-kernel "))
+            .unwrap();
+        assert!(line.contains(NOT_MEASURED), "{line}");
+        assert!(!t.contains("ipc-roundtrip-4"));
+    }
+
+    #[test]
+    fn json_escapes_and_lists() {
+        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        let j = results_json(
+            "cargo xtask bench",
+            "2024-01-01",
+            &[Figure {
+                group: "ipc",
+                name: "syscall-null".into(),
+                value: 317.0,
+                unit: "instructions".into(),
+            }],
+            &["stage2-fault-kernel"],
+            &[],
+            &[],
+        );
+        assert!(j.contains(
+            "{\"group\": \"ipc\", \"name\": \"syscall-null\", \"value\": 317, \"unit\": \"instructions\"}"
+        ));
+        assert!(j.contains("\"notes\": [],"));
+        assert!(j.contains("\"not_measured\": [\n    \"stage2-fault-kernel\"\n  ]"));
     }
 }

@@ -64,6 +64,8 @@ fn encode(v: &CapView) -> [u64; 2] {
         },
         CapView::PageTable { addr } => Cap::PageTable { addr },
         CapView::VSpace { addr } => Cap::VSpace { addr },
+        CapView::Vcpu { addr } => Cap::Vcpu { addr },
+        CapView::TablePool { addr, size_bits } => Cap::TablePool { addr, size_bits },
     };
     cap.encode()
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::bench::{self, BenchOptions};
 use crate::test::TestOptions;
 
 /// The help text.
@@ -30,9 +31,16 @@ Commands:
         that cause it, when a partition can get authority it should not have.
         `build` (and so `run` and `test`) refuses such a system.
   lint  Check formatting and run clippy for the host and the bare-metal target.
-  bench Run the benchmarks under QEMU's -icount (instruction counts, deterministic),
-        twice, print them beside the reference figures and write
-        target/bench/results.json. So far: IPC Call/ReplyRecv round trips.
+  bench [GROUP...] [--record]
+        Run the benchmark groups named (default: all), print each figure beside the
+        value recorded in docs/benchmarks.md and its reference, and write every
+        figure to target/bench/results.json. Groups:
+          ipc     syscall and IPC round trips, in instructions under QEMU's -icount
+                  (deterministic: runs twice and fails if the runs differ)
+          stage2  stage-2 faults per second of the host walker, lock-free against
+                  a global lock, 1 and 2 threads (built in release)
+        --record rewrites the recorded table in docs/benchmarks.md with the new
+        figures, each beside the value it replaces.
   help  Show this text.
 
 --log sets DEFMT_LOG for the build (default: info).";
@@ -79,7 +87,7 @@ pub enum Command {
     /// `lint`.
     Lint,
     /// `bench`.
-    Bench,
+    Bench(BenchOptions),
     /// `help`.
     Help,
 }
@@ -125,10 +133,12 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
         raw: None,
     };
     let mut test = TestOptions::default();
+    let mut bench_opts = BenchOptions::default();
     let mut positional: Vec<String> = Vec::new();
     let is_build = command == "build" || command == "run";
     let is_run = command == "run";
     let is_test = command == "test";
+    let is_bench = command == "bench";
     if !matches!(
         command.as_str(),
         "build" | "run" | "test" | "check" | "lint" | "bench" | "help" | "-h" | "--help"
@@ -173,17 +183,25 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
                 flag(&inline)?;
                 test.scenarios_only = true;
             }
+            "--record" if is_bench => {
+                flag(&inline)?;
+                bench_opts.record = true;
+            }
             _ => return Err(format!("`{command}` has no option {name}")),
         }
     }
-    let max_positional = usize::from(is_build || is_test || command == "check");
+    let max_positional = if is_bench {
+        usize::MAX
+    } else {
+        usize::from(is_build || is_test || command == "check")
+    };
     if positional.len() > max_positional {
         return Err(format!(
             "unexpected argument `{}` for `{command}`",
             positional[max_positional]
         ));
     }
-    let first = positional.into_iter().next();
+    let first = positional.first().cloned();
     match command.as_str() {
         "build" | "run" => {
             build.system = first.map(PathBuf::from);
@@ -203,7 +221,20 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
         }
         "check" => Ok(Command::Check(first.map(PathBuf::from))),
         "lint" => Ok(Command::Lint),
-        "bench" => Ok(Command::Bench),
+        "bench" => {
+            for name in positional {
+                if !bench::GROUPS.iter().any(|g| g.0 == name) {
+                    return Err(format!(
+                        "unknown benchmark group `{name}` (known: {})",
+                        bench::known_groups()
+                    ));
+                }
+                if !bench_opts.groups.contains(&name) {
+                    bench_opts.groups.push(name);
+                }
+            }
+            Ok(Command::Bench(bench_opts))
+        }
         _ => Ok(Command::Help),
     }
 }
@@ -258,6 +289,28 @@ mod tests {
         };
         assert_eq!(s, Some(PathBuf::from("systems/x.toml")));
         assert!(matches!(p(&["check"]), Ok(Command::Check(None))));
+    }
+
+    #[test]
+    fn bench_options() {
+        let Ok(Command::Bench(b)) = p(&["bench"]) else {
+            panic!("not a bench");
+        };
+        assert_eq!(b, BenchOptions::default());
+        let Ok(Command::Bench(b)) = p(&["bench", "stage2", "--record", "ipc", "stage2"]) else {
+            panic!("not a bench");
+        };
+        assert_eq!(b.groups, ["stage2", "ipc"]);
+        assert!(b.record);
+        let e = p(&["bench", "stage3"]).unwrap_err();
+        assert!(
+            e.contains("unknown benchmark group `stage3`") && e.contains("ipc, stage2"),
+            "{e}"
+        );
+        assert!(p(&["bench", "--record=yes"])
+            .unwrap_err()
+            .contains("takes no value"));
+        assert!(p(&["bench", "--smp", "2"]).is_err());
     }
 
     #[test]

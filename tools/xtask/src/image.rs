@@ -96,6 +96,25 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
     let mut cmd = setup::cargo();
     cmd.args(["build", "--release", "--target", TASK_TARGET])
         .env("DEFMT_LOG", log);
+    if binaries.contains(&"vmm") {
+        // The VMM embeds its test guest: build that first.
+        say!("building the test guest: faultstorm");
+        setup::run_checked(
+            setup::cargo().args([
+                "build",
+                "--release",
+                "--target",
+                TASK_TARGET,
+                "-p",
+                "faultstorm",
+            ]),
+            "building the fault-storm guest",
+        )?;
+        cmd.env(
+            "BULKHEAD_GUEST_FAULTSTORM",
+            release_artifact(TASK_TARGET, "faultstorm"),
+        );
+    }
     for b in &binaries {
         cmd.args(["-p", b]);
     }

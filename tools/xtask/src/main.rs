@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_doc;
 mod capdiff;
 mod check;
 mod cli;
@@ -65,7 +66,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Bench => bench::bench(),
+        Command::Bench(opts) => bench::bench(&opts),
         Command::Lint => {
             lint::lint()?;
             say!("lint passed");

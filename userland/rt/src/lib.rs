@@ -8,3 +8,6 @@
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod target;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub use target::boot_info;

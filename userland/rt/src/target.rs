@@ -15,8 +15,21 @@ extern "Rust" {
     fn task_main(arg: u64) -> u64;
 }
 
+static BOOT_INFO: [core::sync::atomic::AtomicU64; 6] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; 6];
+
+/// The boot information the kernel left in x0..x5 of a boot task's first thread
+/// (`docs/abi.md`, "Boot information"): argument, first Untyped slot, Untyped count, root
+/// CNode radix, IRQControl slot, SchedControl slot.
+pub fn boot_info() -> [u64; 6] {
+    core::array::from_fn(|i| BOOT_INFO[i].load(Ordering::Relaxed))
+}
+
 #[no_mangle]
-extern "C" fn bh_rt_start(arg: u64) -> ! {
+extern "C" fn bh_rt_start(arg: u64, x1: u64, x2: u64, x3: u64, x4: u64, x5: u64) -> ! {
+    for (slot, v) in BOOT_INFO.iter().zip([arg, x1, x2, x3, x4, x5]) {
+        slot.store(v, Ordering::Relaxed);
+    }
     // SAFETY: every task binary defines `task_main` with this signature (the ABI of
     // this runtime, see the crate documentation).
     let status = unsafe { task_main(arg) };

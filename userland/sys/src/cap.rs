@@ -23,13 +23,21 @@ pub enum ObjectType {
     Frame1G = 7,
     /// Stage-2 page table (any level below the root).
     PageTable = 8,
-    /// Stage-2 address space (the 8 KiB concatenated root).
+    /// Stage-2 address space: the 8 KiB concatenated root, then 8 KiB of kernel
+    /// metadata (VMID, table pool, memory regions).
     VSpace = 9,
+    /// Virtual CPU: a guest's EL1 state, bound to a TCB that then runs the guest.
+    Vcpu = 10,
+    /// Table pool: `2^size_bits` bytes of stage-2 table pages (the first page holds the
+    /// pool's accounting) the kernel links on its own when it resolves guest faults.
+    TablePool = 11,
+    /// A physically contiguous frame of `2^size_bits` bytes (12..=30), for guest RAM.
+    Frame = 12,
 }
 
 impl ObjectType {
     /// Every retypable type.
-    pub const ALL: [ObjectType; 10] = [
+    pub const ALL: [ObjectType; 13] = [
         ObjectType::Untyped,
         ObjectType::Tcb,
         ObjectType::Endpoint,
@@ -40,6 +48,9 @@ impl ObjectType {
         ObjectType::Frame1G,
         ObjectType::PageTable,
         ObjectType::VSpace,
+        ObjectType::Vcpu,
+        ObjectType::TablePool,
+        ObjectType::Frame,
     ];
 
     /// Decodes a type number.
@@ -76,7 +87,22 @@ impl ObjectType {
             ObjectType::Frame2M => Some(21),
             ObjectType::Frame1G => Some(30),
             ObjectType::PageTable => Some(12),
-            ObjectType::VSpace => Some(13),
+            ObjectType::VSpace => Some(14),
+            ObjectType::Vcpu => Some(12),
+            ObjectType::TablePool => {
+                if size_bits >= MIN_POOL_BITS && size_bits <= MAX_POOL_BITS {
+                    Some(size_bits)
+                } else {
+                    None
+                }
+            }
+            ObjectType::Frame => {
+                if size_bits >= 12 && size_bits <= MAX_FRAME_BITS {
+                    Some(size_bits)
+                } else {
+                    None
+                }
+            }
         }
     }
 
@@ -84,7 +110,11 @@ impl ObjectType {
     pub const fn device_ok(self) -> bool {
         matches!(
             self,
-            ObjectType::Untyped | ObjectType::Frame4K | ObjectType::Frame2M | ObjectType::Frame1G
+            ObjectType::Untyped
+                | ObjectType::Frame4K
+                | ObjectType::Frame2M
+                | ObjectType::Frame1G
+                | ObjectType::Frame
         )
     }
 
@@ -120,6 +150,12 @@ pub const MAX_CNODE_RADIX: u32 = 24;
 pub const MAX_GUARD_BITS: u32 = 58;
 /// Largest badge.
 pub const MAX_BADGE: u64 = (1 << 48) - 1;
+/// Smallest table pool (its accounting page and one table).
+pub const MIN_POOL_BITS: u32 = 13;
+/// Largest table pool (the accounting page's bitmap covers this many tables).
+pub const MAX_POOL_BITS: u32 = 26;
+/// Largest [`ObjectType::Frame`].
+pub const MAX_FRAME_BITS: u32 = 30;
 /// Most objects one Retype creates.
 pub const MAX_RETYPE_COUNT: u64 = 256;
 
@@ -132,7 +168,9 @@ mod tests {
         for t in ObjectType::ALL {
             assert_eq!(ObjectType::from_raw(t as u64), Some(t));
         }
-        assert_eq!(ObjectType::from_raw(10), None);
+        assert_eq!(ObjectType::from_raw(13), None);
+        assert_eq!(ObjectType::Frame.object_bits(21), Some(21));
+        assert_eq!(ObjectType::TablePool.object_bits(12), None);
         assert_eq!(ObjectType::CNode.object_bits(8), Some(13));
         assert_eq!(ObjectType::CNode.object_bits(0), None);
         assert_eq!(ObjectType::Untyped.object_bits(3), None);

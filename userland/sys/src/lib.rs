@@ -101,6 +101,8 @@ pub enum Error {
     NotEnoughMemory = 13,
     /// The object the thread waited on was destroyed (or the thread was suspended).
     Aborted = 14,
+    /// Another writer holds a translation entry on the way: try again.
+    Busy = 15,
 }
 
 impl Error {
@@ -121,6 +123,7 @@ impl Error {
             12 => Some(Error::RevokeFirst),
             13 => Some(Error::NotEnoughMemory),
             14 => Some(Error::Aborted),
+            15 => Some(Error::Busy),
             _ => None,
         }
     }
@@ -228,6 +231,102 @@ pub mod invocation {
     /// TCB SetAffinity: MR0 = the core the thread runs on (an online core); the thread
     /// must be inactive.
     pub const TCB_SET_AFFINITY: u64 = 19;
+    /// TCB ReadRegister: MR0 = register index ([`reg`]); the value comes back in x1.
+    /// The thread must not be running (inactive, or waiting for a fault reply).
+    pub const TCB_READ_REGISTER: u64 = 20;
+    /// TCB WriteRegister: MR0 = register index ([`reg`]), MR1 = value. As ReadRegister;
+    /// SPSR values are checked (a thread can only be sent to EL0, or EL1 with a VCPU).
+    pub const TCB_WRITE_REGISTER: u64 = 21;
+    /// TCB SetSpace: MR0 = index of a configured VSpace cap; the (inactive) thread runs
+    /// in that stage-2 address space from now on.
+    pub const TCB_SET_SPACE: u64 = 22;
+    /// VSpace Configure: MR0 = index of a TablePool cap. Gives the VSpace a VMID and the
+    /// pool its tables come from; once only.
+    pub const VSPACE_CONFIGURE: u64 = 23;
+    /// VSpace BindRegion: MR0 = index of a Frame cap (any size), MR1 = IPA (aligned to
+    /// the frame's size), MR2 = rights ([`map_rights`]). Guest faults inside the region
+    /// are resolved by the kernel on the faulting core; nothing is mapped up front.
+    pub const VSPACE_BIND_REGION: u64 = 24;
+    /// VSpace UnmapRange: MR0 = IPA, MR1 = length (page aligned). Every leaf inside goes
+    /// (a region's pages come back on the next fault); x1 = leaves removed.
+    pub const VSPACE_UNMAP_RANGE: u64 = 25;
+    /// VSpace Collapse: MR0 = IPA, MR1 = level (2: 2 MiB, 1: 1 GiB). The range, inside
+    /// one bound region, becomes one block mapping; its tables go back to the pool after
+    /// a grace period.
+    pub const VSPACE_COLLAPSE: u64 = 26;
+    /// VSpace Split: MR0 = IPA, MR1 = level of the block (1 or 2). The block becomes a
+    /// table of next-level mappings of the same memory.
+    pub const VSPACE_SPLIT: u64 = 27;
+    /// Frame Map: MR0 = index of a VSpace cap, or [`SELF_SPACE`] for the caller's own
+    /// address space; MR1 = IPA (aligned to the frame's size); MR2 = rights
+    /// ([`map_rights`]) | memory type << 8 (0 normal, 1 device); MR3 = index of the
+    /// TablePool tables come from when mapping into the caller's own space. One mapping
+    /// per frame at a time; it goes when the frame is destroyed.
+    pub const FRAME_MAP: u64 = 28;
+    /// Frame Unmap: removes the frame's mapping.
+    pub const FRAME_UNMAP: u64 = 29;
+    /// TablePool Info: x1 = free tables, x2 = all tables of the pool.
+    pub const POOL_INFO: u64 = 30;
+    /// VCPU BindTcb: MR0 = index of an inactive TCB cap without a VCPU. The thread then
+    /// runs this VCPU's guest at EL1 when scheduled.
+    pub const VCPU_BIND_TCB: u64 = 31;
+    /// VCPU InjectIrq: MR0 = virtual INTID (16..1020, or an SGI 0..15), MR1 = priority
+    /// (0..=255, upper 5 bits used). Queued, delivered through a list register at the
+    /// guest's next entry.
+    pub const VCPU_INJECT_IRQ: u64 = 32;
+    /// VCPU ReadSysreg: MR0 = [`vcpu_reg`] index; the value comes back in x1.
+    pub const VCPU_READ_SYSREG: u64 = 33;
+    /// VCPU WriteSysreg: MR0 = [`vcpu_reg`] index, MR1 = value. The bound thread must not
+    /// be running.
+    pub const VCPU_WRITE_SYSREG: u64 = 34;
+    /// FRAME_MAP's MR0 for the caller's own address space.
+    pub const SELF_SPACE: u64 = u64::MAX;
+}
+
+/// Register indices of TCB ReadRegister/WriteRegister: 0..=30 are x0..x30.
+pub mod reg {
+    /// The stack pointer of EL0 (SP_EL0).
+    pub const SP: u64 = 31;
+    /// The program counter (where the thread resumes).
+    pub const PC: u64 = 32;
+    /// The saved PSTATE (SPSR).
+    pub const SPSR: u64 = 33;
+}
+
+/// Rights bits of a mapping (FRAME_MAP, VSPACE_BIND_REGION).
+pub mod map_rights {
+    /// Readable.
+    pub const READ: u64 = 1;
+    /// Writable.
+    pub const WRITE: u64 = 2;
+    /// Executable.
+    pub const EXEC: u64 = 4;
+    /// All three.
+    pub const RWX: u64 = 7;
+}
+
+/// VCPU system-register indices (VCPU ReadSysreg/WriteSysreg).
+pub mod vcpu_reg {
+    /// SCTLR_EL1.
+    pub const SCTLR_EL1: u64 = 0;
+    /// SP_EL1.
+    pub const SP_EL1: u64 = 12;
+    /// ELR_EL1.
+    pub const ELR_EL1: u64 = 13;
+    /// SPSR_EL1.
+    pub const SPSR_EL1: u64 = 14;
+    /// ESR_EL1.
+    pub const ESR_EL1: u64 = 15;
+    /// FAR_EL1.
+    pub const FAR_EL1: u64 = 16;
+    /// VBAR_EL1.
+    pub const VBAR_EL1: u64 = 9;
+    /// VMPIDR_EL2: the MPIDR the guest reads.
+    pub const VMPIDR: u64 = 24;
+    /// CNTVOFF_EL2: the guest's virtual counter offset.
+    pub const CNTVOFF: u64 = 25;
+    /// Number of indices.
+    pub const COUNT: u64 = 26;
 }
 
 /// Fault messages: the label of the message a faulting thread's handler receives, and
@@ -244,8 +343,28 @@ pub mod fault {
     pub const UNKNOWN_SYSCALL: u64 = 4;
     /// Any other exception: MR0 = pc, MR2 = ESR.
     pub const OTHER: u64 = 5;
+    /// A guest's HVC: MR0..MR3 = x0..x3; the pc is already past the `hvc`.
+    pub const HYPERCALL: u64 = 6;
+    /// A guest's SMC: as [`HYPERCALL`] (the kernel steps the pc past the `smc`).
+    pub const SMC: u64 = 7;
+    /// A guest's trapped system-register access: MR0 = pc, MR1 = ISS (register and
+    /// direction, Arm ARM D17.2.37), MR2 = ESR, MR3 = the value written (for writes).
+    pub const SYSREG: u64 = 8;
+    /// A guest's access outside its bound regions (MMIO): the data-abort shape, MR0 = pc,
+    /// MR1 = IPA, MR2 = ESR, MR3 = the value written (for writes with a valid syndrome).
+    pub const VM_DATA_ABORT: u64 = 9;
+    /// A guest's instruction fetch outside its bound regions: MR0 = pc, MR1 = IPA,
+    /// MR2 = ESR.
+    pub const VM_INSTRUCTION_ABORT: u64 = 10;
     /// Reply label: resume at MR0.
     pub const REPLY_SET_PC: u64 = 1;
+    /// Reply label: the access was emulated: step the pc past the instruction; if MR0 is
+    /// a register number (0..=30), it receives MR1 (the value of an emulated load).
+    pub const REPLY_EMULATED: u64 = 2;
+    /// Reply label: x0..x3 = MR0..MR3 (the results of a hypercall or SMC).
+    pub const REPLY_RESULTS: u64 = 3;
+    /// REPLY_EMULATED's MR0 when no register receives a value.
+    pub const NO_REGISTER: u64 = 31;
 }
 
 /// What a boot task does, passed in its `x0` by the kernel from the boot payload.
@@ -275,6 +394,10 @@ pub mod task_mode {
     pub const CAPDIFF: u64 = 9;
     /// Run the IPC benchmark (`ktest`, needs a test kernel and QEMU's -icount).
     pub const BENCH_IPC: u64 = 10;
+    /// VMM: run the fault-storm test guest (4 vCPUs) and churn its stage-2 mappings.
+    pub const VM_FAULTSTORM: u64 = 11;
+    /// VMM: the stage-2 fault benchmark (in-kernel faults vs faults resolved by the VMM).
+    pub const BENCH_STAGE2: u64 = 12;
 
     /// Every mode with its name in system descriptions.
     pub const ALL: &[(&str, u64)] = &[
@@ -289,6 +412,8 @@ pub mod task_mode {
         ("fuzz-full", FUZZ_FULL),
         ("capdiff", CAPDIFF),
         ("bench-ipc", BENCH_IPC),
+        ("vm-faultstorm", VM_FAULTSTORM),
+        ("bench-stage2", BENCH_STAGE2),
     ];
 
     /// The number for a mode name.

@@ -88,6 +88,29 @@ pub fn call(cptr: u64, info: crate::MessageInfo, mr: [u64; 4]) -> Result<(), Err
     result(ret)
 }
 
+/// Invokes the capability at `cptr` like [`call`] and returns what the invocation
+/// reports in x1 and x2 (e.g. a register value or a pool's counts).
+pub fn call_ret(cptr: u64, info: crate::MessageInfo, mr: [u64; 4]) -> Result<[u64; 2], Error> {
+    let (ret, r1, r2): (u64, u64, u64);
+    // SAFETY: `svc #0` with the Call number: the kernel reads x0..x5 and x7, writes x0..x2
+    // (x1, x2 hold values only for invocations that return some; the kernel leaves them
+    // as they were otherwise) and touches none of our memory.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            inlateout("x0") cptr => ret,
+            inlateout("x1") info.0 => r1,
+            inlateout("x2") mr[0] => r2,
+            in("x3") mr[1],
+            in("x4") mr[2],
+            in("x5") mr[3],
+            in("x7") Syscall::Call as u64,
+            options(nostack, preserves_flags),
+        );
+    }
+    result(ret).map(|()| [r1, r2])
+}
+
 /// What [`debug_slot`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotInfo {

@@ -81,6 +81,18 @@ pub enum Cap {
     },
     /// The authority to set the cores' time-partition schedules.
     SchedControl,
+    /// A virtual CPU.
+    Vcpu {
+        /// Object address.
+        addr: u64,
+    },
+    /// A pool of stage-2 tables (`2^size_bits` bytes).
+    TablePool {
+        /// Object address.
+        addr: u64,
+        /// log2 size.
+        size_bits: u32,
+    },
 }
 
 impl Cap {
@@ -114,6 +126,8 @@ impl Cap {
             } => (ObjectType::Frame4K, addr, size_bits),
             Cap::PageTable { addr } => (ObjectType::PageTable, addr, 0),
             Cap::VSpace { addr } => (ObjectType::VSpace, addr, 0),
+            Cap::Vcpu { addr } => (ObjectType::Vcpu, addr, 0),
+            Cap::TablePool { addr, size_bits } => (ObjectType::TablePool, addr, size_bits),
             Cap::IrqControl | Cap::IrqHandler { .. } | Cap::SchedControl => return None,
         })
     }
@@ -169,6 +183,13 @@ impl Cap {
             },
             ObjectType::PageTable => Cap::PageTable { addr },
             ObjectType::VSpace => Cap::VSpace { addr },
+            ObjectType::Vcpu => Cap::Vcpu { addr },
+            ObjectType::TablePool => Cap::TablePool { addr, size_bits },
+            ObjectType::Frame => Cap::Frame {
+                addr,
+                size_bits,
+                rights: rights::ALL,
+            },
         }
     }
 
@@ -186,6 +207,8 @@ impl Cap {
             Cap::IrqControl => 9,
             Cap::IrqHandler { .. } => 10,
             Cap::SchedControl => 11,
+            Cap::Vcpu { .. } => 12,
+            Cap::TablePool { .. } => 13,
         }
     }
 
@@ -228,9 +251,11 @@ impl Cap {
                 size_bits,
                 rights,
             } => [t | ((rights as u64) << 48) | (addr & A), size_bits as u64],
-            Cap::Tcb { addr } | Cap::PageTable { addr } | Cap::VSpace { addr } => {
-                [t | (addr & A), 0]
-            }
+            Cap::Tcb { addr }
+            | Cap::PageTable { addr }
+            | Cap::VSpace { addr }
+            | Cap::Vcpu { addr } => [t | (addr & A), 0],
+            Cap::TablePool { addr, size_bits } => [t | (addr & A), size_bits as u64],
             Cap::IrqControl => [t, 0],
             Cap::IrqHandler { irq } => [t, irq as u64],
             Cap::SchedControl => [t, 0],
@@ -276,6 +301,11 @@ impl Cap {
             9 => Cap::IrqControl,
             10 => Cap::IrqHandler { irq: w[1] as u32 },
             11 => Cap::SchedControl,
+            12 => Cap::Vcpu { addr },
+            13 => Cap::TablePool {
+                addr,
+                size_bits: w[1] as u32,
+            },
             _ => Cap::Null,
         }
     }

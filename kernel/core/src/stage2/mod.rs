@@ -223,30 +223,83 @@ pub trait TableAlloc {
     fn free_table(&mut self, table: PhysAddr);
 }
 
-/// Maps one 4 KiB page.
-pub fn map_page<M: TableMem>(
+/// Bytes one entry at `level` maps: 1 GiB at level 1, 2 MiB at level 2, 4 KiB at level 3.
+pub const fn span(level: u32) -> u64 {
+    1 << (12 + 9 * (3 - level))
+}
+
+/// Entries of a table at `level`: the concatenated root has two pages' worth.
+pub const fn entries(level: u32) -> usize {
+    if level == START_LEVEL {
+        ROOT_ENTRIES
+    } else {
+        ENTRIES
+    }
+}
+
+/// Entries a whole-table scan (range unmap, subtree locking, split's fill, live teardown)
+/// visits: all of them, except in loom models, whose tables are cut to their first two
+/// entries so that every interleaving can be explored (the models only use IPAs whose
+/// indices fall there).
+#[cfg(not(loom))]
+const fn scan_entries(level: u32) -> usize {
+    entries(level)
+}
+#[cfg(loom)]
+const fn scan_entries(_level: u32) -> usize {
+    2
+}
+
+/// Maps one leaf at `level`: a 1 GiB block (level 1), a 2 MiB block (level 2) or a 4 KiB
+/// page (level 3), translating `ipa..ipa + span(level)` to `pa..`.
+///
+/// Missing tables on the way are taken from `tables` and installed by
+/// `compare_exchange(0 → table, AcqRel, Acquire)`: the Release half publishes the table's
+/// zeroes to every walker that loads the descriptor with Acquire; the loser of a race hands
+/// its table back through [`TableAlloc::free_table`] and continues with the winner's. The
+/// leaf is installed the same way into a zero entry, so no TLB maintenance is needed (an
+/// invalid entry is never cached, Arm ARM D8.16). For the MMU's own walks (which are not
+/// ordered by the Release) the kernel's `alloc_table` must end with `DSB ISHST` after
+/// zeroing, as `docs/design/stage2.md` rule 2 asks.
+///
+/// Errors: [`MapError::BadIpa`] when `level` is not 1..=3, `ipa` or `pa` is not aligned to
+/// the leaf's size, `ipa` is beyond the 40-bit IPA space or `pa` beyond 48 bits;
+/// [`MapError::AlreadyMapped`] when the entry holds a leaf or a table (a block is never
+/// laid over a table: use [`collapse`]); [`MapError::BlockInTheWay`] when a bigger block
+/// covers `ipa`; [`MapError::Locked`] when an entry on the way is owned by another writer
+/// (retry; a fault handler returns to the guest); [`MapError::NoMemory`] when a table was
+/// needed and `tables` had none. Tables installed on the way stay linked on error.
+#[allow(clippy::too_many_arguments)]
+pub fn map_leaf<M: TableMem>(
     mem: &M,
     root: PhysAddr,
     ipa: Ipa,
+    level: u32,
     pa: PhysAddr,
     perms: Perms,
     ty: MemType,
     tables: &mut dyn TableAlloc,
 ) -> Result<(), MapError> {
-    if ipa.0 >> IPA_BITS != 0 || !ipa.is_aligned(PAGE_SIZE) {
+    if !(START_LEVEL..=3).contains(&level)
+        || ipa.0 >> IPA_BITS != 0
+        || !ipa.is_aligned(span(level))
+        || !pa.is_aligned(span(level))
+        || pa.0 & !OA_MASK != 0
+    {
         return Err(MapError::BadIpa);
     }
     let mut table = root;
-    for level in START_LEVEL..3 {
-        let pte = mem.pte(table, index(level, ipa));
+    for l in START_LEVEL..level {
+        let pte = mem.pte(table, index(l, ipa));
         let cur = pte.load(Ordering::Acquire);
-        table = match decode(level, cur) {
+        table = match decode(l, cur) {
             Desc::Table(next) => next,
             Desc::Leaf { .. } => return Err(MapError::BlockInTheWay),
             Desc::Locked => return Err(MapError::Locked),
             Desc::Invalid => {
                 let new = tables.alloc_table().ok_or(MapError::NoMemory)?;
-                // Release publishes the zeroed table to walkers that see the descriptor.
+                // Release publishes the zeroed table to walkers that see the descriptor;
+                // Acquire on failure makes the winner's table readable.
                 match pte.compare_exchange(
                     cur,
                     table_desc(new),
@@ -256,7 +309,7 @@ pub fn map_page<M: TableMem>(
                     Ok(_) => new,
                     Err(winner) => {
                         tables.free_table(new);
-                        match decode(level, winner) {
+                        match decode(l, winner) {
                             Desc::Table(next) => next,
                             Desc::Leaf { .. } => return Err(MapError::BlockInTheWay),
                             // A locked (invalid but non-zero) entry: let the caller retry.
@@ -267,18 +320,33 @@ pub fn map_page<M: TableMem>(
             }
         };
     }
-    let pte = mem.pte(table, index(3, ipa));
+    let pte = mem.pte(table, index(level, ipa));
+    // Release publishes the frame's contents (zeroed or loaded by the kernel) with the leaf.
     pte.compare_exchange(
         0,
-        leaf_desc(3, pa, perms, ty),
+        leaf_desc(level, pa, perms, ty),
         Ordering::AcqRel,
         Ordering::Acquire,
     )
     .map(|_| ())
-    .map_err(|winner| match decode(3, winner) {
+    .map_err(|winner| match decode(level, winner) {
         Desc::Locked => MapError::Locked,
         _ => MapError::AlreadyMapped,
     })
+}
+
+/// Maps one 4 KiB page: [`map_leaf`] at level 3 (same protocol and errors; `pa` must be
+/// page aligned).
+pub fn map_page<M: TableMem>(
+    mem: &M,
+    root: PhysAddr,
+    ipa: Ipa,
+    pa: PhysAddr,
+    perms: Perms,
+    ty: MemType,
+    tables: &mut dyn TableAlloc,
+) -> Result<(), MapError> {
+    map_leaf(mem, root, ipa, 3, pa, perms, ty, tables)
 }
 
 /// Unmaps one 4 KiB page: break (CAS the leaf to LOCKED), `tlbi(ipa)` (which must
@@ -339,8 +407,7 @@ pub fn translate<M: TableMem>(mem: &M, root: PhysAddr, ipa: Ipa) -> Option<(Phys
             Desc::Invalid | Desc::Locked => return None,
             Desc::Table(next) => table = next,
             Desc::Leaf { pa, perms, .. } => {
-                let span = 1u64 << (12 + 9 * (3 - level));
-                return Some((PhysAddr(pa.0 + (ipa.0 & (span - 1))), perms));
+                return Some((PhysAddr(pa.0 + (ipa.0 & (span(level) - 1))), perms));
             }
         }
     }
@@ -379,11 +446,26 @@ pub fn teardown<M: TableMem>(
     visit(mem, root, START_LEVEL, ROOT_ENTRIES, leaf, table);
 }
 
+mod bbm;
+pub use bbm::*;
+
 #[cfg(all(test, not(loom)))]
 mod tests;
 
 #[cfg(all(test, not(loom)))]
 mod unmap_tests;
 
+#[cfg(all(test, not(loom)))]
+mod test_util;
+
+#[cfg(all(test, not(loom)))]
+mod bbm_tests;
+
+#[cfg(all(test, not(loom)))]
+mod prop_tests;
+
 #[cfg(all(test, loom))]
 mod loom_tests;
+
+#[cfg(all(test, loom))]
+mod loom_bbm_tests;

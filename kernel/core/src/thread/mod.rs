@@ -99,6 +99,12 @@ pub mod tcb {
     /// While sending: 1 if the endpoint cap used has the Grant right (a capability in the
     /// message may be transferred).
     pub const SEND_GRANT: u64 = 0x1e0;
+    /// The VCPU bound to this thread (0 = none): the thread then runs a guest at EL1.
+    pub const VCPU: u64 = 0x1e8;
+    /// The VSpace object whose stage-2 it runs in (0 = a boot task's kernel-built one).
+    pub const VSPACE: u64 = 0x1f0;
+    /// Saved FP/SIMD registers (q0..q31, FPCR, FPSR: 66 words), loaded lazily.
+    pub const FP: u64 = 0x200;
     /// Its CSpace root: a CNode slot (32 bytes) inside the TCB.
     pub const CSPACE_SLOT: u64 = 0x180;
     /// Byte offset of register `x(n)` in the context.
@@ -325,6 +331,11 @@ pub fn send_fault<M: ObjMem>(
 /// Reply label that resumes a faulted thread at MR0 instead of retrying the faulting
 /// instruction.
 pub const FAULT_REPLY_SET_PC: u64 = 1;
+/// Reply label: the faulting access was emulated: the pc steps past it and, if MR0 is a
+/// register number below 31, that register receives MR1.
+pub const FAULT_REPLY_EMULATED: u64 = 2;
+/// Reply label: x0..x3 of the faulted thread receive MR0..MR3.
+pub const FAULT_REPLY_RESULTS: u64 = 3;
 
 /// Reply to the thread whose Call this thread received; a reply with no caller waiting is
 /// dropped (as in seL4). A reply to a fault message leaves the faulted thread's registers
@@ -339,9 +350,29 @@ pub fn reply<M: ObjMem>(m: &mut M, cur: u64, wake: &mut dyn FnMut(&mut M, u64)) 
     {
         if m.rd(caller + tcb::FAULTED) != 0 {
             m.wr(caller + tcb::FAULTED, 0);
-            if m.rd(cur + tcb::reg(1)) >> 12 == FAULT_REPLY_SET_PC {
-                let pc = m.rd(cur + tcb::reg(2));
-                m.wr(caller + tcb::CTX + 32 * 8, pc);
+            let mr = |m: &M, i: u64| m.rd(cur + tcb::reg(2 + i));
+            let pc = caller + tcb::CTX + 32 * 8;
+            match m.rd(cur + tcb::reg(1)) >> 12 {
+                FAULT_REPLY_SET_PC => {
+                    let v = mr(m, 0);
+                    m.wr(pc, v);
+                }
+                FAULT_REPLY_EMULATED => {
+                    let r = mr(m, 0);
+                    if r < 31 {
+                        let v = mr(m, 1);
+                        m.wr(caller + tcb::reg(r), v);
+                    }
+                    let next = m.rd(pc).wrapping_add(4);
+                    m.wr(pc, next);
+                }
+                FAULT_REPLY_RESULTS => {
+                    for i in 0..4 {
+                        let v = mr(m, i);
+                        m.wr(caller + tcb::reg(i), v);
+                    }
+                }
+                _ => {}
             }
         } else {
             // Replies carry no capabilities.

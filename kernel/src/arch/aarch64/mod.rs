@@ -10,6 +10,7 @@ pub mod psci;
 pub mod regs;
 pub mod timer;
 pub mod uart;
+pub mod virt;
 
 core::arch::global_asm!(include_str!("entry.S"));
 

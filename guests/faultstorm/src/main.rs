@@ -1,0 +1,252 @@
+//! The fault-storm guest: a bare-metal AArch64 program that runs at EL1 with its MMU
+//! off on 4 vCPUs (started with PSCI CPU_ON through its VMM). In every round each vCPU
+//! writes a pattern into its share of the test area (every 4th page), then all vCPUs
+//! check every page of the area, while vCPU 0 has the VMM unmap, collapse or split the
+//! area's stage-2 mappings under them. Every first touch of a page is a stage-2 fault the
+//! kernel resolves in place; a page that lost data or came back at the wrong address
+//! shows up as a bad word. The console is a PL011 the VMM emulates.
+//!
+//! At the end vCPUs 1..3 keep faulting while vCPU 0 asks the VMM to destroy the whole
+//! address space under them (the VMM then checks that every table is back in its pool).
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod guest {
+    use core::fmt::Write;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// Guest RAM and the test area inside it (the image and stacks sit below it).
+    const AREA: u64 = 0x4040_0000;
+    const AREA_END: u64 = 0x4400_0000;
+    const PAGE: u64 = 4096;
+    const VCPUS: u64 = 4;
+    const ROUNDS: u64 = 4;
+    const UART: u64 = 0x0900_0000;
+
+    const PSCI_CPU_ON: u64 = 0xc400_0003;
+    const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+    /// Vendor hypercalls of the test VMM (SMCCC vendor-specific hypervisor range).
+    const HVC_CHURN: u64 = 0xc600_0001;
+    const HVC_TEARDOWN: u64 = 0xc600_0002;
+    const CHURN_UNMAP: u64 = 1;
+    const CHURN_COLLAPSE: u64 = 2;
+    const CHURN_SPLIT: u64 = 3;
+
+    core::arch::global_asm!(
+        ".section .text.start, \"ax\"",
+        ".global _start",
+        "_start:",
+        "    mrs x0, mpidr_el1",
+        "    and x0, x0, #0xff",
+        "    adrp x1, __stacks_top",
+        "    add x1, x1, :lo12:__stacks_top",
+        "    lsl x2, x0, #14",
+        "    sub sp, x1, x2",
+        "    bl guest_main",
+        "1:  wfe",
+        "    b 1b",
+    );
+
+    extern "C" {
+        fn _start();
+    }
+
+    fn hvc(x0: u64, x1: u64, x2: u64, x3: u64) -> u64 {
+        let r: u64;
+        // SAFETY: a hypercall to our VMM: it reads x0..x3 and writes x0..x3; no memory of
+        // ours is touched by it.
+        unsafe {
+            core::arch::asm!("hvc #0", inlateout("x0") x0 => r, inlateout("x1") x1 => _,
+                inlateout("x2") x2 => _, inlateout("x3") x3 => _, options(nostack))
+        };
+        r
+    }
+
+    struct Uart;
+    impl Write for Uart {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for b in s.bytes() {
+                // SAFETY: the PL011 data register of the emulated UART (an MMIO address
+                // outside RAM: the access traps to the VMM, nothing else is written).
+                unsafe { core::ptr::write_volatile(UART as *mut u32, b as u32) };
+            }
+            Ok(())
+        }
+    }
+
+    static CONSOLE: AtomicU64 = AtomicU64::new(0);
+
+    /// Prints one line (whole lines only, one vCPU at a time).
+    fn line(args: core::fmt::Arguments) {
+        while CONSOLE
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        let _ = Uart.write_fmt(args);
+        let _ = Uart.write_str("\n");
+        CONSOLE.store(0, Ordering::Release);
+    }
+
+    static ARRIVED: AtomicU64 = AtomicU64::new(0);
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    static BAD: AtomicU64 = AtomicU64::new(0);
+    static STORM: AtomicU64 = AtomicU64::new(0);
+
+    fn barrier() {
+        let gen = GENERATION.load(Ordering::Acquire);
+        if ARRIVED.fetch_add(1, Ordering::AcqRel) + 1 == VCPUS {
+            ARRIVED.store(0, Ordering::Relaxed);
+            GENERATION.fetch_add(1, Ordering::Release);
+        } else {
+            while GENERATION.load(Ordering::Acquire) == gen {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    fn pattern(page: u64, round: u64) -> u64 {
+        page ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a_0000_0000_0000
+    }
+
+    fn write_pages(id: u64, round: u64) {
+        let mut p = AREA + id * PAGE;
+        while p < AREA_END {
+            let v = pattern(p, round);
+            // SAFETY: `p` is a page of this guest's RAM test area, which nothing but
+            // this program uses; aligned u64 accesses.
+            unsafe {
+                core::ptr::write_volatile(p as *mut u64, v);
+                core::ptr::write_volatile((p + PAGE - 8) as *mut u64, !v);
+            }
+            p += VCPUS * PAGE;
+        }
+    }
+
+    fn check_pages(round: u64) -> u64 {
+        let mut bad = 0;
+        let mut p = AREA;
+        while p < AREA_END {
+            let v = pattern(p, round);
+            // SAFETY: as in `write_pages`.
+            let (a, b) = unsafe {
+                (
+                    core::ptr::read_volatile(p as *const u64),
+                    core::ptr::read_volatile((p + PAGE - 8) as *const u64),
+                )
+            };
+            bad += (a != v) as u64 + (b != !v) as u64;
+            p += PAGE;
+        }
+        bad
+    }
+
+    fn churn(round: u64) -> &'static str {
+        let len = AREA_END - AREA;
+        match round % 4 {
+            0 => {
+                hvc(HVC_CHURN, CHURN_UNMAP, AREA, len);
+                "after unmapping the whole area"
+            }
+            1 => {
+                let mut a = AREA;
+                while a < AREA_END {
+                    hvc(HVC_CHURN, CHURN_COLLAPSE, a, 2);
+                    a += 2 << 20;
+                }
+                "after collapsing it into 2 MiB blocks"
+            }
+            2 => {
+                let mut a = AREA;
+                while a < AREA_END {
+                    hvc(HVC_CHURN, CHURN_SPLIT, a, 2);
+                    a += 2 << 20;
+                }
+                hvc(HVC_CHURN, CHURN_UNMAP, AREA, len / 2);
+                "after splitting the blocks and unmapping half"
+            }
+            _ => {
+                hvc(HVC_CHURN, CHURN_UNMAP, AREA, len);
+                "after unmapping it again"
+            }
+        }
+    }
+
+    #[no_mangle]
+    extern "C" fn guest_main(id: u64) -> ! {
+        if id == 0 {
+            line(format_args!(
+                "faultstorm: vCPU 0 up at EL1, starting {} more",
+                VCPUS - 1
+            ));
+            for v in 1..VCPUS {
+                let r = hvc(PSCI_CPU_ON, v, _start as *const () as u64, 0);
+                if r != 0 {
+                    line(format_args!("faultstorm: CPU_ON {} failed: {:#x}", v, r));
+                }
+            }
+        }
+        barrier();
+        let pages = (AREA_END - AREA) / PAGE;
+        for round in 0..ROUNDS {
+            write_pages(id, round);
+            barrier();
+            let what = if id == 0 { churn(round) } else { "" };
+            BAD.fetch_add(check_pages(round), Ordering::AcqRel);
+            barrier();
+            if id == 0 {
+                line(format_args!(
+                    "faultstorm: round {}: {} pages checked by {} vCPUs {}, {} bad words",
+                    round,
+                    pages,
+                    VCPUS,
+                    what,
+                    BAD.load(Ordering::Acquire)
+                ));
+            }
+        }
+        barrier();
+        if id == 0 {
+            let bad = BAD.load(Ordering::Acquire);
+            if bad == 0 {
+                line(format_args!(
+                    "faultstorm: PASS: every page verified in {} rounds",
+                    ROUNDS
+                ));
+            } else {
+                line(format_args!("faultstorm: FAIL: {} bad words", bad));
+                hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+            }
+            STORM.store(1, Ordering::Release);
+            // Keep the others faulting, then have the address space destroyed under them.
+            for _ in 0..4 {
+                hvc(HVC_CHURN, CHURN_UNMAP, AREA, AREA_END - AREA);
+            }
+            hvc(HVC_TEARDOWN, 0, 0, 0);
+            hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+        }
+        while STORM.load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        loop {
+            check_pages(ROUNDS - 1);
+        }
+    }
+
+    #[panic_handler]
+    fn panic(_: &core::panic::PanicInfo) -> ! {
+        line(format_args!("faultstorm: panic"));
+        hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("faultstorm is a bare-metal guest: run it with `cargo xtask test`");
+    std::process::exit(2);
+}

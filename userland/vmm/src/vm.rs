@@ -1,0 +1,417 @@
+//! Building a VM from capabilities and serving its exits.
+
+use bulkhead_sys::cap::{rights, ObjectType};
+use bulkhead_sys::{
+    call, call_ret, fault, invocation, ipc, map_rights, vcpu_reg, Error, MessageInfo, Msg,
+    Syscall,
+};
+
+/// The root CNode's own cap (boot tasks get it in slot 1).
+const ROOT: u64 = 1;
+/// Slots this VMM uses for its objects (clear of the boot caps).
+const S_VSPACE: u64 = 600;
+const S_POOL: u64 = 601;
+const S_RAM: u64 = 602;
+const S_EP: u64 = 603;
+const fn s_ep(i: u64) -> u64 {
+    610 + i
+}
+const fn s_tcb(i: u64) -> u64 {
+    620 + i
+}
+const fn s_vcpu(i: u64) -> u64 {
+    630 + i
+}
+
+/// Guest RAM: IPA and size (log2).
+pub const RAM_IPA: u64 = 0x4000_0000;
+pub const RAM_BITS: u32 = 26;
+/// Where the VMM sees guest RAM in its own address space.
+pub const RAM_WINDOW: u64 = 0x80_0000_0000;
+/// Table pool size (log2): 255 tables.
+const POOL_BITS: u32 = 20;
+/// The emulated PL011.
+const UART: u64 = 0x0900_0000;
+/// Priority of vCPU threads (below the VMM's, so an exit runs the VMM at once).
+const VCPU_PRIORITY: u64 = 100;
+
+const PSCI_VERSION: u64 = 0x8400_0000;
+const PSCI_CPU_OFF: u64 = 0x8400_0002;
+const PSCI_CPU_ON: u64 = 0xc400_0003;
+const PSCI_AFFINITY_INFO: u64 = 0xc400_0004;
+const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+const PSCI_FEATURES: u64 = 0x8400_000a;
+const PSCI_NOT_SUPPORTED: u64 = -1i64 as u64;
+const PSCI_INVALID: u64 = -2i64 as u64;
+const PSCI_ALREADY_ON: u64 = -4i64 as u64;
+const HVC_CHURN: u64 = 0xc600_0001;
+const HVC_TEARDOWN: u64 = 0xc600_0002;
+
+fn info(label: u64) -> MessageInfo {
+    MessageInfo::new(label, 4)
+}
+
+/// Untyped Retype of one `ty` object of `bits` into root slot `dest`, from the first of
+/// our Untyped caps that has room.
+pub fn make(ty: ObjectType, bits: u32, dest: u64) -> Result<(), Error> {
+    let [_, first, count, ..] = bulkhead_rt::boot_info();
+    let mut last = Error::NotEnoughMemory;
+    for ut in first..first + count {
+        match call(
+            ut,
+            info(invocation::UNTYPED_RETYPE),
+            [ty as u64 | (bits as u64) << 32, ROOT, 64 | 1 << 32, dest],
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// One VM: its capabilities' slots and the state of its vCPUs.
+pub struct Vm {
+    pub vcpus: u64,
+    pub on: [bool; 8],
+    pub line: heapless::Vec<u8, 160>,
+    pub passed: bool,
+    pub churns: u64,
+}
+
+/// Creates the VM's objects; guest RAM is mapped at [`RAM_WINDOW`] for loading.
+pub fn build(vcpus: u64) -> Result<Vm, Error> {
+    make(ObjectType::VSpace, 0, S_VSPACE)?;
+    make(ObjectType::TablePool, POOL_BITS, S_POOL)?;
+    make(ObjectType::Frame, RAM_BITS, S_RAM)?;
+    make(ObjectType::Endpoint, 0, S_EP)?;
+    call(S_VSPACE, info(invocation::VSPACE_CONFIGURE), [S_POOL, 0, 0, 0])?;
+    call(
+        S_RAM,
+        info(invocation::FRAME_MAP),
+        [
+            invocation::SELF_SPACE,
+            RAM_WINDOW,
+            map_rights::READ | map_rights::WRITE,
+            0,
+        ],
+    )?;
+    call(
+        S_VSPACE,
+        info(invocation::VSPACE_BIND_REGION),
+        [S_RAM, RAM_IPA, map_rights::RWX, 0],
+    )?;
+    for i in 0..vcpus {
+        make(ObjectType::Tcb, 0, s_tcb(i))?;
+        make(ObjectType::Vcpu, 0, s_vcpu(i))?;
+        // Each vCPU's faults come with its own badge.
+        call(
+            ROOT,
+            info(invocation::CNODE_MINT),
+            [s_ep(i), S_EP, 64 | 64 << 8 | (rights::ALL as u64) << 16, i + 1],
+        )?;
+        call(
+            s_tcb(i),
+            info(invocation::TCB_CONFIGURE),
+            [ROOT, VCPU_PRIORITY, s_ep(i), 0],
+        )?;
+        call(s_tcb(i), info(invocation::TCB_SET_SPACE), [S_VSPACE, 0, 0, 0])?;
+        call(s_tcb(i), info(invocation::TCB_SET_AFFINITY), [i, 0, 0, 0])?;
+        call(
+            s_vcpu(i),
+            info(invocation::VCPU_BIND_TCB),
+            [s_tcb(i), 0, 0, 0],
+        )?;
+        call(
+            s_vcpu(i),
+            info(invocation::VCPU_WRITE_SYSREG),
+            [vcpu_reg::VMPIDR, i, 0, 0],
+        )?;
+    }
+    Ok(Vm {
+        vcpus,
+        on: [false; 8],
+        line: heapless::Vec::new(),
+        passed: false,
+        churns: 0,
+    })
+}
+
+/// Copies an ELF guest into guest RAM through the window; returns its entry point.
+pub fn load(elf: &[u8]) -> Result<u64, Error> {
+    let e = kcore::elf::Elf::parse(elf).map_err(|_| Error::InvalidArgument)?;
+    let ram_end = RAM_IPA + (1 << RAM_BITS);
+    for s in e.segments() {
+        if s.vaddr < RAM_IPA || s.vaddr.saturating_add(s.mem_size) > ram_end {
+            return Err(Error::RangeError);
+        }
+        let dst = RAM_WINDOW + (s.vaddr - RAM_IPA);
+        for (i, b) in s.data.iter().enumerate() {
+            // SAFETY: `dst + i` lies in guest RAM (checked above), which is mapped
+            // read/write at RAM_WINDOW in our own address space and used by nothing else
+            // before the guest starts.
+            unsafe { core::ptr::write_volatile((dst + i as u64) as *mut u8, *b) };
+        }
+    }
+    Ok(e.entry())
+}
+
+/// Starts vCPU `i` at `pc` with `x0 = arg`.
+pub fn start(vm: &mut Vm, i: u64, pc: u64, arg: u64) -> Result<(), Error> {
+    call(
+        s_tcb(i),
+        info(invocation::TCB_WRITE_REGISTERS),
+        [pc, 0, arg, 0],
+    )?;
+    call(s_tcb(i), info(invocation::TCB_RESUME), [0; 4])?;
+    vm.on[i as usize] = true;
+    Ok(())
+}
+
+/// What to do after an exit.
+pub enum After {
+    /// Reply with this message (resumes the vCPU).
+    Reply(Msg),
+    /// No reply (the vCPU stays stopped).
+    Hold,
+    /// The VM is over; the VMM ends with this status.
+    End(u64),
+}
+
+fn results(x0: u64) -> After {
+    After::Reply(Msg {
+        info: MessageInfo::new(fault::REPLY_RESULTS, 4).0,
+        mr: [x0, 0, 0, 0],
+        badge: 0,
+    })
+}
+
+fn emulated(reg: u64, value: u64) -> After {
+    After::Reply(Msg {
+        info: MessageInfo::new(fault::REPLY_EMULATED, 2).0,
+        mr: [reg, value, 0, 0],
+        badge: 0,
+    })
+}
+
+fn retrying(f: impl Fn() -> Result<[u64; 2], Error>) -> Result<[u64; 2], Error> {
+    loop {
+        match f() {
+            Err(Error::Busy) => continue,
+            r => return r,
+        }
+    }
+}
+
+fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
+    match x[0] {
+        PSCI_VERSION => results(0x1_0001),
+        PSCI_FEATURES => results(match x[1] {
+            PSCI_VERSION | PSCI_CPU_ON | PSCI_CPU_OFF | PSCI_AFFINITY_INFO | PSCI_SYSTEM_OFF
+            | PSCI_FEATURES => 0,
+            _ => PSCI_NOT_SUPPORTED,
+        }),
+        PSCI_CPU_ON => {
+            let t = x[1] & 0xff;
+            if t >= vm.vcpus || x[1] >> 8 != 0 {
+                results(PSCI_INVALID)
+            } else if vm.on[t as usize] {
+                results(PSCI_ALREADY_ON)
+            } else {
+                match start(vm, t, x[2], x[3]) {
+                    Ok(()) => results(0),
+                    Err(_) => results(PSCI_INVALID),
+                }
+            }
+        }
+        PSCI_CPU_OFF => {
+            vm.on[vcpu as usize] = false;
+            After::Hold
+        }
+        PSCI_AFFINITY_INFO => {
+            let t = x[1] & 0xff;
+            if t >= vm.vcpus {
+                results(PSCI_INVALID)
+            } else {
+                results(!vm.on[t as usize] as u64)
+            }
+        }
+        PSCI_SYSTEM_OFF => {
+            defmt::info!("vmm: the guest powered its VM off");
+            After::End(if vm.passed { 0 } else { 1 })
+        }
+        HVC_CHURN => {
+            vm.churns += 1;
+            let r = match x[1] {
+                1 => retrying(|| {
+                    call_ret(
+                        S_VSPACE,
+                        info(invocation::VSPACE_UNMAP_RANGE),
+                        [x[2], x[3], 0, 0],
+                    )
+                }),
+                2 => retrying(|| {
+                    call(
+                        S_VSPACE,
+                        info(invocation::VSPACE_COLLAPSE),
+                        [x[2], x[3], 0, 0],
+                    )
+                    .map(|()| [0; 2])
+                }),
+                3 => retrying(|| {
+                    call(S_VSPACE, info(invocation::VSPACE_SPLIT), [x[2], x[3], 0, 0])
+                        .map(|()| [0; 2])
+                }),
+                _ => Err(Error::InvalidArgument),
+            };
+            match r {
+                Ok(_) => results(0),
+                Err(e) => {
+                    defmt::warn!("vmm: churn op {=u64} at {=u64:#x} failed: {}", x[1], x[2], e as u64);
+                    results(e as u64)
+                }
+            }
+        }
+        HVC_TEARDOWN => teardown(vm),
+        _ => results(PSCI_NOT_SUPPORTED),
+    }
+}
+
+/// Destroys the VSpace while the other vCPUs are still faulting on it, then checks that
+/// every table went back to the pool.
+fn teardown(vm: &mut Vm) -> After {
+    let running = vm.on[1..vm.vcpus as usize].iter().filter(|o| **o).count();
+    if let Err(e) = call(
+        ROOT,
+        info(invocation::CNODE_DELETE),
+        [S_VSPACE, 0, 64, 0],
+    ) {
+        defmt::error!("vmm: deleting the VSpace failed: {}", e as u64);
+        return After::End(1);
+    }
+    let [free, total] = match call_ret(S_POOL, info(invocation::POOL_INFO), [0; 4]) {
+        Ok(v) => v,
+        Err(_) => return After::End(1),
+    };
+    defmt::info!(
+        "vmm: VSpace destroyed under {=usize} running vCPUs; table pool: {=u64} of {=u64} free",
+        running,
+        free,
+        total
+    );
+    let ok = free == total && vm.passed;
+    if ok {
+        defmt::info!(
+            "vmm: fault storm over: {=u64} churn operations, every table back in its pool",
+            vm.churns
+        );
+    }
+    After::End(if ok { 0 } else { 1 })
+}
+
+fn console(vm: &mut Vm, name: &str, byte: u8) {
+    if byte == b'\n' || vm.line.is_full() {
+        let s = core::str::from_utf8(&vm.line).unwrap_or("<not UTF-8>");
+        defmt::info!("{=str}| {=str}", name, s);
+        if s.starts_with("faultstorm: PASS") {
+            vm.passed = true;
+        }
+        vm.line.clear();
+        if byte == b'\n' {
+            return;
+        }
+    }
+    let _ = vm.line.push(byte);
+}
+
+fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
+    let (ipa, esr, value) = (m.mr[1], m.mr[2], m.mr[3]);
+    let isv = esr & (1 << 24) != 0;
+    let write = esr & (1 << 6) != 0;
+    let rt = (esr >> 16) & 0x1f;
+    if !isv || !(UART..UART + 0x1000).contains(&ipa) {
+        defmt::error!(
+            "vmm: {=str}: access at IPA {=u64:#x} (ESR {=u64:#x}, pc {=u64:#x}) has no device",
+            name,
+            ipa,
+            esr,
+            m.mr[0]
+        );
+        return After::End(1);
+    }
+    if write {
+        if ipa == UART {
+            console(vm, name, value as u8);
+        }
+        emulated(fault::NO_REGISTER, 0)
+    } else {
+        // Every register reads as zero: the flag register says "transmit FIFO not full".
+        emulated(if rt == 31 { fault::NO_REGISTER } else { rt }, 0)
+    }
+}
+
+/// Serves exits until the VM ends; returns the VMM's exit status.
+pub fn serve(vm: &mut Vm, name: &str) -> u64 {
+    let (mut err, mut m) = ipc(Syscall::Recv, S_EP, &Msg::default());
+    loop {
+        if err != 0 {
+            defmt::error!("vmm: receive failed: {=u64}", err);
+            return 1;
+        }
+        let vcpu = m.badge.wrapping_sub(1);
+        if vcpu >= vm.vcpus {
+            defmt::error!("vmm: message with unknown badge {=u64}", m.badge);
+            return 1;
+        }
+        let after = match MessageInfo(m.info).label() {
+            fault::HYPERCALL | fault::SMC => psci(vm, vcpu, m.mr),
+            fault::VM_DATA_ABORT => mmio(vm, name, &m),
+            fault::SYSREG => emulated(fault::NO_REGISTER, 0),
+            other => {
+                defmt::error!(
+                    "vmm: {=str} vCPU {=u64}: exit {=u64} (pc {=u64:#x}, {=u64:#x}, ESR {=u64:#x})",
+                    name,
+                    vcpu,
+                    other,
+                    m.mr[0],
+                    m.mr[1],
+                    m.mr[2]
+                );
+                After::End(1)
+            }
+        };
+        (err, m) = match after {
+            After::Reply(r) => ipc(Syscall::ReplyRecv, S_EP, &r),
+            After::Hold => ipc(Syscall::Recv, S_EP, &Msg::default()),
+            After::End(status) => return status,
+        };
+    }
+}
+
+static FAULTSTORM: &[u8] = include_bytes!(env!("FAULTSTORM_ELF"));
+
+/// The fault-storm test VM.
+pub fn faultstorm() -> u64 {
+    if FAULTSTORM.is_empty() {
+        defmt::error!("vmm: built without the fault-storm guest (BULKHEAD_GUEST_FAULTSTORM)");
+        return 2;
+    }
+    let run = || -> Result<u64, Error> {
+        let mut vm = build(4)?;
+        let entry = load(FAULTSTORM)?;
+        defmt::info!(
+            "vmm: VM faultstorm: 4 vCPUs, {=u64} MiB of RAM at IPA {=u64:#x} bound as a region, entry {=u64:#x}",
+            1u64 << (RAM_BITS - 20),
+            RAM_IPA,
+            entry
+        );
+        start(&mut vm, 0, entry, 0)?;
+        Ok(serve(&mut vm, "faultstorm"))
+    };
+    match run() {
+        Ok(s) => s,
+        Err(e) => {
+            defmt::error!("vmm: building the VM failed: {}", e as u64);
+            1
+        }
+    }
+}
