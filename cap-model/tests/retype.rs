@@ -73,7 +73,7 @@ fn check1_invoked_cap_must_be_untyped() {
 fn check2_type_must_be_known() {
     let mut m = setup();
     assert_eq!(
-        fails(&mut m, rt(2, 10, 0, 1 << 60, 0, 0)),
+        fails(&mut m, rt(2, 13, 0, 1 << 60, 0, 0)),
         Error::InvalidArgument
     );
     assert_eq!(

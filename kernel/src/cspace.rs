@@ -247,9 +247,7 @@ fn invoke_into(
         Cap::VSpace { addr: vs } => {
             return match label {
                 invocation::VSPACE_CONFIGURE => match cap_at(mem, &root, mr[0])? {
-                    Cap::TablePool { addr, size_bits } => {
-                        crate::vm::configure(vs, addr, size_bits)
-                    }
+                    Cap::TablePool { addr, size_bits } => crate::vm::configure(vs, addr, size_bits),
                     _ => Err(Error::InvalidCapability),
                 },
                 invocation::VSPACE_BIND_REGION => match cap_at(mem, &root, mr[0])? {

@@ -19,7 +19,7 @@
 //! core, and a core spinning for the capability lock counts as outside (it holds no
 //! table pointer then: nothing takes that lock in the middle of a walk).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use bulkhead_sys::{map_rights, Error};
 use kcore::addr::{Ipa, PhysAddr, PAGE_SIZE};
@@ -35,37 +35,25 @@ use crate::sync::SpinLock;
 
 /// Per-core kernel entry/exit counters (odd inside the kernel).
 pub static QS: Qsbr<MAX_CPUS> = Qsbr::new();
-static INSIDE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// This core entered the kernel (every exception entry from a lower level or idle).
 pub fn enter() {
-    let me = cpu::index();
-    if !INSIDE[me].swap(true, Ordering::Relaxed) {
-        QS.enter(me);
-    }
+    QS.enter_if_outside(cpu::index());
 }
 
 /// This core leaves the kernel (return to a thread, or idle): first reclaim retired
 /// tables whose grace period is over.
 pub fn exit() {
-    let me = cpu::index();
     if RETIRED_COUNT.load(Ordering::Relaxed) != 0 {
         reclaim();
     }
-    if INSIDE[me].swap(false, Ordering::Relaxed) {
-        QS.exit(me);
-    }
+    QS.exit_if_inside(cpu::index());
 }
 
 /// Counts this core as outside the kernel while it spins for the capability lock, if it
 /// was inside (returns whether it was).
 pub fn pause() -> bool {
-    let me = cpu::index();
-    let was = INSIDE[me].swap(false, Ordering::Relaxed);
-    if was {
-        QS.exit(me);
-    }
-    was
+    QS.exit_if_inside(cpu::index())
 }
 
 /// Undoes [`pause`].
@@ -86,8 +74,7 @@ pub fn synchronize() {
 }
 
 /// Tables unlinked by collapse, waiting for their grace period: (table, pool).
-static RETIRED: SpinLock<RetireList<(u64, u64), MAX_CPUS, 256>> =
-    SpinLock::new(RetireList::new());
+static RETIRED: SpinLock<RetireList<(u64, u64), MAX_CPUS, 256>> = SpinLock::new(RetireList::new());
 static RETIRED_COUNT: AtomicU64 = AtomicU64::new(0);
 
 fn reclaim() {
@@ -339,8 +326,13 @@ struct Maint {
 }
 
 impl stage2::Maintenance for Maint {
-    fn tlbi_ipa(&mut self, ipa: Ipa, _level: u32) {
-        virt::tlbi_ipa(self.vttbr, ipa.0);
+    fn tlbi_ipa(&mut self, ipa: Ipa, level: u32) {
+        if level < 3 {
+            // A block may sit in the TLBs as several smaller entries: drop the VMID.
+            virt::tlbi_vmid(self.vttbr);
+        } else {
+            virt::tlbi_ipa(self.vttbr, ipa.0);
+        }
     }
     fn tlbi_vmid(&mut self) {
         virt::tlbi_vmid(self.vttbr);
@@ -368,8 +360,13 @@ const OA: u64 = 0x0000_ffff_ffff_f000;
 fn lock_subtree(table: u64, level: u32, n: usize) {
     for i in 0..n {
         let pte = IdentityMem.pte(PhysAddr(table), i);
-        let d = pte.fetch_and(!VALID_BIT, Ordering::AcqRel);
-        pte.fetch_or(stage2::LOCKED, Ordering::AcqRel);
+        // One atomic step, so that no installer can slip in while the entry is neither
+        // valid nor locked.
+        let d = pte
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                Some((d & !VALID_BIT) | stage2::LOCKED)
+            })
+            .unwrap_or_else(|d| d);
         if level < 3 && d & (VALID_BIT | TABLE_BIT) == VALID_BIT | TABLE_BIT {
             lock_subtree(d & OA, level + 1, stage2::ENTRIES);
         }
@@ -433,7 +430,13 @@ fn teardown(vs: u64) {
     // Walkers that loaded an entry before the locks may still read the tables.
     synchronize();
     let mut freed = 0;
-    free_locked(vs, stage2::START_LEVEL, stage2::ROOT_ENTRIES, pool, &mut freed);
+    free_locked(
+        vs,
+        stage2::START_LEVEL,
+        stage2::ROOT_ENTRIES,
+        pool,
+        &mut freed,
+    );
     defmt::debug!("VSpace {=u64:#x} torn down: {=u64} tables back", vs, freed);
     vmid_free(KObj.rd(vs + M_VMID));
     KObj.wr(vs + M_VMID, 0);
@@ -573,7 +576,10 @@ pub fn bind_region(
     if !ipa.is_multiple_of(size) {
         return Err(Error::AlignmentError);
     }
-    if ipa.checked_add(size).is_none_or(|end| end > 1 << stage2::IPA_BITS) {
+    if ipa
+        .checked_add(size)
+        .is_none_or(|end| end > 1 << stage2::IPA_BITS)
+    {
         return Err(Error::RangeError);
     }
     if frame_in_use(frame, vt) {
@@ -657,7 +663,8 @@ pub fn collapse(vs: u64, ipa: u64, level: u64) -> Result<(), Error> {
         return Err(Error::AlignmentError);
     }
     let (pa, flags) = region_at(vs, ipa, sp).ok_or(Error::InvalidArgument)?;
-    let mut mt = Maint::new(vt, KObj.rd(vs + M_POOL));
+    let pool = KObj.rd(vs + M_POOL);
+    let mut mt = Maint::new(vt, pool);
     let r = stage2::collapse(
         &IdentityMem,
         PhysAddr(vs),
@@ -668,10 +675,27 @@ pub fn collapse(vs: u64, ipa: u64, level: u64) -> Result<(), Error> {
         MemType::Normal,
         &mut mt,
     );
-    r.map_err(|e| match e {
-        stage2::CollapseError::Locked => Error::Busy,
-        _ => Error::IllegalOperation,
-    })
+    match r {
+        Ok(()) => Ok(()),
+        // Nothing mapped on the way yet: install the block, with the tables above it.
+        Err(stage2::CollapseError::NoTable) => stage2::map_leaf(
+            &IdentityMem,
+            PhysAddr(vs),
+            Ipa(ipa),
+            level as u32,
+            PhysAddr(pa),
+            perms_of(flags),
+            MemType::Normal,
+            &mut PoolTables(pool),
+        )
+        .map_err(|e| match e {
+            MapError::NoMemory => Error::NotEnoughMemory,
+            MapError::Locked | MapError::AlreadyMapped => Error::Busy,
+            _ => Error::IllegalOperation,
+        }),
+        Err(stage2::CollapseError::Locked) => Err(Error::Busy),
+        Err(_) => Err(Error::IllegalOperation),
+    }
 }
 
 /// VSPACE_SPLIT.
@@ -725,7 +749,10 @@ pub fn map_frame(
     if !ipa.is_multiple_of(size) {
         return Err(Error::AlignmentError);
     }
-    if ipa.checked_add(size).is_none_or(|end| end > 1 << stage2::IPA_BITS) {
+    if ipa
+        .checked_add(size)
+        .is_none_or(|end| end > 1 << stage2::IPA_BITS)
+    {
         return Err(Error::RangeError);
     }
     if frame_in_use(frame, vt) {
@@ -791,9 +818,7 @@ pub fn unmap_frame(frame: u64) -> Result<(), Error> {
 /// Unmaps every frame mapped into the boot-task space with root `root` (before that
 /// space is torn down).
 pub fn forget_own_space(root: u64) {
-    while let Some(m) =
-        take_mapping(|m| m.space == 0 && m.vttbr & 0x0000_ffff_ffff_fffe == root)
-    {
+    while let Some(m) = take_mapping(|m| m.space == 0 && m.vttbr & 0x0000_ffff_ffff_fffe == root) {
         unmap_mapping(&m);
     }
 }

@@ -63,6 +63,24 @@ impl<const N: usize> Qsbr<N> {
         fence(Ordering::SeqCst);
     }
 
+    /// [`Self::enter`] if core `c`'s counter is even (only core `c` writes its counter, so
+    /// the check is race-free); the kernel calls it at every entry, some of which may
+    /// nest (an interrupt taken while idle inside the kernel).
+    pub fn enter_if_outside(&self, c: usize) {
+        if self.counters[c].load(Ordering::Relaxed).is_multiple_of(2) {
+            self.enter(c);
+        }
+    }
+
+    /// [`Self::exit`] if core `c`'s counter is odd; returns whether it was.
+    pub fn exit_if_inside(&self, c: usize) -> bool {
+        let inside = !self.counters[c].load(Ordering::Relaxed).is_multiple_of(2);
+        if inside {
+            self.exit(c);
+        }
+        inside
+    }
+
     /// Core `c` leaves the kernel (its counter becomes even).
     pub fn exit(&self, c: usize) {
         self.counters[c].fetch_add(1, Ordering::Release);
@@ -83,7 +101,6 @@ impl<const N: usize> Qsbr<N> {
     }
 }
 
-#[cfg(not(loom))]
 impl<const N: usize> Default for Qsbr<N> {
     fn default() -> Self {
         Self::new()

@@ -26,6 +26,8 @@ pub struct GroupRecord {
     pub command: String,
     /// What they were measured on.
     pub machine: String,
+    /// What the run said about its own figures (disturbed, too few CPUs), or `—`.
+    pub notes: String,
 }
 
 /// One row of the figures table.
@@ -147,6 +149,7 @@ pub fn parse(doc: &str) -> Recorded {
                 date: get("recorded"),
                 command: code(&get("command")),
                 machine: get("machine"),
+                notes: get("notes"),
             }),
             Some("benchmark") => rec.rows.push(Row {
                 name: code(&c[0]),
@@ -223,13 +226,13 @@ pub fn render(rec: &Recorded) -> String {
         "<!-- Written by `cargo xtask bench --record`; edits between the markers are lost. -->"
     );
     let _ = writeln!(s);
-    let _ = writeln!(s, "| group | recorded | command | machine |");
-    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(s, "| group | recorded | command | machine | notes |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
     for g in &rec.groups {
         let _ = writeln!(
             s,
-            "| `{}` | {} | `{}` | {} |",
-            g.group, g.date, g.command, g.machine
+            "| `{}` | {} | `{}` | {} | {} |",
+            g.group, g.date, g.command, g.machine, g.notes
         );
     }
     let _ = writeln!(s);
@@ -311,6 +314,7 @@ mod tests {
             date: date.into(),
             command: format!("cargo xtask bench {g} --record"),
             machine: "test box, 2 CPUs".into(),
+            notes: NONE.into(),
         }
     }
 
@@ -332,6 +336,8 @@ mod tests {
         assert_eq!(rec.groups[0].group, "ipc");
         assert_eq!(rec.groups[0].date, "2024-01-02");
         assert_eq!(rec.groups[0].command, "cargo xtask bench --record");
+        // A table from before the notes column: the cell reads as empty.
+        assert_eq!(rec.groups[0].notes, NONE);
         assert_eq!(rec.rows.len(), 3);
         let r = rec.row("ipc-roundtrip-4").unwrap();
         assert_eq!((r.value.as_str(), r.previous.as_str()), ("1289", "1491"));

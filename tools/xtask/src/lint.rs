@@ -12,7 +12,15 @@ use crate::system;
 /// Packages linked into the kernel.
 const KERNEL_PACKAGES: &[&str] = &["kernel", "kcore", "bulkhead-sys"];
 /// Packages linked into boot tasks.
-const TASK_PACKAGES: &[&str] = &["init", "ktest", "bulkhead-rt", "bulkhead-sys", "kcore"];
+const TASK_PACKAGES: &[&str] = &[
+    "init",
+    "ktest",
+    "vmm",
+    "faultstorm",
+    "bulkhead-rt",
+    "bulkhead-sys",
+    "kcore",
+];
 /// How many steps there are.
 const STEPS: usize = 4;
 

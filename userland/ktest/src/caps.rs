@@ -551,7 +551,8 @@ pub fn run_all() -> u64 {
         .chain(crate::sched::CASES.iter())
         .chain(crate::more::CASES.iter())
         .chain(crate::smp::CASES.iter())
-        .chain(crate::ipcbuf::CASES.iter());
+        .chain(crate::ipcbuf::CASES.iter())
+        .chain(crate::vm::CASES.iter());
     let Some((ut, base, bits)) = largest_untyped() else {
         defmt::error!("ktest: no Untyped memory was given to this task");
         return 1;

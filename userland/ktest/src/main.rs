@@ -25,6 +25,8 @@ mod smp;
 mod threads;
 #[cfg(target_os = "none")]
 mod util;
+#[cfg(target_os = "none")]
+mod vm;
 
 #[cfg(target_os = "none")]
 mod entry {

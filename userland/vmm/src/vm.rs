@@ -2,8 +2,7 @@
 
 use bulkhead_sys::cap::{rights, ObjectType};
 use bulkhead_sys::{
-    call, call_ret, fault, invocation, ipc, map_rights, vcpu_reg, Error, MessageInfo, Msg,
-    Syscall,
+    call, call_ret, fault, invocation, ipc, map_rights, vcpu_reg, Error, MessageInfo, Msg, Syscall,
 };
 
 /// The root CNode's own cap (boot tasks get it in slot 1).
@@ -46,6 +45,7 @@ const PSCI_INVALID: u64 = -2i64 as u64;
 const PSCI_ALREADY_ON: u64 = -4i64 as u64;
 const HVC_CHURN: u64 = 0xc600_0001;
 const HVC_TEARDOWN: u64 = 0xc600_0002;
+const HVC_BENCH: u64 = 0xc600_0003;
 
 fn info(label: u64) -> MessageInfo {
     MessageInfo::new(label, 4)
@@ -76,7 +76,15 @@ pub struct Vm {
     pub line: heapless::Vec<u8, 160>,
     pub passed: bool,
     pub churns: u64,
+    /// Benchmark mode: faults at [`VMM_AREA`] are resolved by mapping frames from slot
+    /// [`S_BENCH_FRAMES`] on.
+    pub bench_frames: u64,
 }
+
+/// Where the benchmark guest takes faults this VMM resolves.
+pub const VMM_AREA: u64 = 0x8000_0000;
+/// First slot of the benchmark's 4 KiB frames.
+pub const S_BENCH_FRAMES: u64 = 700;
 
 /// Creates the VM's objects; guest RAM is mapped at [`RAM_WINDOW`] for loading.
 pub fn build(vcpus: u64) -> Result<Vm, Error> {
@@ -84,7 +92,11 @@ pub fn build(vcpus: u64) -> Result<Vm, Error> {
     make(ObjectType::TablePool, POOL_BITS, S_POOL)?;
     make(ObjectType::Frame, RAM_BITS, S_RAM)?;
     make(ObjectType::Endpoint, 0, S_EP)?;
-    call(S_VSPACE, info(invocation::VSPACE_CONFIGURE), [S_POOL, 0, 0, 0])?;
+    call(
+        S_VSPACE,
+        info(invocation::VSPACE_CONFIGURE),
+        [S_POOL, 0, 0, 0],
+    )?;
     call(
         S_RAM,
         info(invocation::FRAME_MAP),
@@ -107,14 +119,23 @@ pub fn build(vcpus: u64) -> Result<Vm, Error> {
         call(
             ROOT,
             info(invocation::CNODE_MINT),
-            [s_ep(i), S_EP, 64 | 64 << 8 | (rights::ALL as u64) << 16, i + 1],
+            [
+                s_ep(i),
+                S_EP,
+                64 | 64 << 8 | (rights::ALL as u64) << 16,
+                i + 1,
+            ],
         )?;
         call(
             s_tcb(i),
             info(invocation::TCB_CONFIGURE),
             [ROOT, VCPU_PRIORITY, s_ep(i), 0],
         )?;
-        call(s_tcb(i), info(invocation::TCB_SET_SPACE), [S_VSPACE, 0, 0, 0])?;
+        call(
+            s_tcb(i),
+            info(invocation::TCB_SET_SPACE),
+            [S_VSPACE, 0, 0, 0],
+        )?;
         call(s_tcb(i), info(invocation::TCB_SET_AFFINITY), [i, 0, 0, 0])?;
         call(
             s_vcpu(i),
@@ -133,6 +154,7 @@ pub fn build(vcpus: u64) -> Result<Vm, Error> {
         line: heapless::Vec::new(),
         passed: false,
         churns: 0,
+        bench_frames: 0,
     })
 }
 
@@ -266,12 +288,26 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
             match r {
                 Ok(_) => results(0),
                 Err(e) => {
-                    defmt::warn!("vmm: churn op {=u64} at {=u64:#x} failed: {}", x[1], x[2], e as u64);
+                    defmt::warn!(
+                        "vmm: churn op {=u64} at {=u64:#x} failed: {}",
+                        x[1],
+                        x[2],
+                        e as u64
+                    );
                     results(e as u64)
                 }
             }
         }
         HVC_TEARDOWN => teardown(vm),
+        HVC_BENCH => {
+            let name = match x[1] {
+                1 => "stage2-fault-kernel",
+                2 => "stage2-fault-vmm",
+                _ => "stage2-load-plain",
+            };
+            defmt::info!("BENCH {=str} {=u64}", name, x[2]);
+            results(0)
+        }
         _ => results(PSCI_NOT_SUPPORTED),
     }
 }
@@ -280,11 +316,7 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
 /// every table went back to the pool.
 fn teardown(vm: &mut Vm) -> After {
     let running = vm.on[1..vm.vcpus as usize].iter().filter(|o| **o).count();
-    if let Err(e) = call(
-        ROOT,
-        info(invocation::CNODE_DELETE),
-        [S_VSPACE, 0, 64, 0],
-    ) {
+    if let Err(e) = call(ROOT, info(invocation::CNODE_DELETE), [S_VSPACE, 0, 64, 0]) {
         defmt::error!("vmm: deleting the VSpace failed: {}", e as u64);
         return After::End(1);
     }
@@ -328,6 +360,30 @@ fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
     let isv = esr & (1 << 24) != 0;
     let write = esr & (1 << 6) != 0;
     let rt = (esr >> 16) & 0x1f;
+    if vm.bench_frames > 0 && (VMM_AREA..VMM_AREA + (1 << 21)).contains(&ipa) {
+        // Resolve the fault by mapping the next frame there, then retry the access.
+        let slot = S_BENCH_FRAMES + (vm.bench_frames - 1);
+        vm.bench_frames += 1;
+        let r = call(
+            slot,
+            info(invocation::FRAME_MAP),
+            [
+                S_VSPACE,
+                ipa & !0xfff,
+                map_rights::READ | map_rights::WRITE,
+                0,
+            ],
+        );
+        if let Err(e) = r {
+            defmt::error!(
+                "vmm: mapping a frame at {=u64:#x} failed: {}",
+                ipa,
+                e as u64
+            );
+            return After::End(1);
+        }
+        return After::Reply(Msg::default());
+    }
     if !isv || !(UART..UART + 0x1000).contains(&ipa) {
         defmt::error!(
             "vmm: {=str}: access at IPA {=u64:#x} (ESR {=u64:#x}, pc {=u64:#x}) has no device",
@@ -388,6 +444,29 @@ pub fn serve(vm: &mut Vm, name: &str) -> u64 {
 }
 
 static FAULTSTORM: &[u8] = include_bytes!(env!("FAULTSTORM_ELF"));
+
+/// The stage-2 fault benchmark VM: one vCPU, the guest's bench mode.
+pub fn bench(frames: u64) -> u64 {
+    if FAULTSTORM.is_empty() {
+        defmt::error!("vmm: built without the test guest (BULKHEAD_GUEST_FAULTSTORM)");
+        return 2;
+    }
+    let run = || -> Result<u64, Error> {
+        let mut vm = build(1)?;
+        for i in 0..frames {
+            make(ObjectType::Frame4K, 0, S_BENCH_FRAMES + i)?;
+        }
+        vm.bench_frames = 1;
+        vm.passed = true;
+        let entry = load(FAULTSTORM)?;
+        start(&mut vm, 0, entry, 1)?;
+        Ok(serve(&mut vm, "bench"))
+    };
+    run().unwrap_or_else(|e| {
+        defmt::error!("vmm: building the benchmark VM failed: {}", e as u64);
+        1
+    })
+}
 
 /// The fault-storm test VM.
 pub fn faultstorm() -> u64 {

@@ -2,19 +2,39 @@
 //!
 //! Format: VMSAv8-64 stage-2, 4 KiB granule (Arm ARM D8.3 "Translation table descriptor
 //! formats"), a 40-bit IPA space starting at level 1 with two concatenated level-1 tables
-//! (VTCR_EL2.T0SZ = 24, SL0 = 1), so the root is 8 KiB and has 1024 entries.
+//! (VTCR_EL2.T0SZ = 24, SL0 = 1), so the root is 8 KiB and has 1024 entries. Leaves are
+//! 1 GiB blocks (level 1), 2 MiB blocks (level 2) or 4 KiB pages (level 3).
 //!
-//! Concurrency protocol (the subset needed so far; `docs/design/stage2.md` states it in
-//! full): readers load entries with `Acquire`; a missing table is installed by one
-//! `compare_exchange(0 → table, AcqRel)` after the new table was zeroed, so a walker that
-//! sees the table descriptor also sees the zeroes; the loser of that race hands its table
-//! back and continues with the winner's. A leaf is installed the same way. Nothing here
-//! changes a valid entry into another valid one (break-before-make arrives with unmap and
-//! collapse), so no TLB maintenance is needed for installs: an invalid entry is never
-//! cached by the MMU (Arm ARM D8.16, "Translation Lookaside Buffers").
+//! What exists (`docs/design/stage2.md` states the protocol in full):
+//!
+//! - Descriptors: [`table_desc`], [`leaf_desc`], [`decode`], [`index`], [`span`].
+//! - Installs (rule 2), for faults and VMM maps: [`map_leaf`] (any level) and [`map_page`].
+//!   A missing table or a leaf is installed by one `compare_exchange(0 → new, AcqRel)`
+//!   into a zero entry, after the table was zeroed, so a walker that loads the descriptor
+//!   with Acquire also sees the zeroes; the loser of a race hands its table back and
+//!   continues with the winner's. No TLB maintenance: an invalid entry is never cached by
+//!   the MMU (Arm ARM D8.16, "Translation Lookaside Buffers").
+//! - Break-before-make (rules 3 to 6), with TLB maintenance and table retirement through
+//!   the caller's [`Maintenance`]: [`unmap_page`], [`unmap_range`] / [`unmap_range_with`]
+//!   (pages and blocks, skipping empty subtrees), [`collapse`] / [`collapse_with`] (a
+//!   subtree or nothing becomes a block; the subtree is locked entry by entry and retired),
+//!   [`split`] (a block becomes a table of smaller leaves), and [`teardown_live`] (a tree
+//!   other cores may still walk). The changed entry is broken by
+//!   `compare_exchange(old → LOCKED, AcqRel)`, the translation invalidated on every core,
+//!   and the new value made with `store(new, Release)`. A writer that meets a LOCKED entry
+//!   returns a `Locked` error (retry later; a fault handler returns to the guest), except
+//!   that the subtree locking of a collapse or live teardown waits for a writer caught
+//!   inside the subtree to finish (it never blocks, so the wait is bounded).
+//! - Reads: [`translate`] (Acquire loads, never writes).
+//! - [`teardown`]: the whole tree at once, for an address space no core can walk.
+//!
+//! Unlinked tables are never freed here: [`Maintenance::retire`] hands them to QSBR
+//! ([`crate::qsbr`]), because walkers that loaded the old descriptor may still read them.
 //!
 //! Table memory is reached through [`TableMem`], so the same code runs on the kernel's
-//! identity map and on host test memory.
+//! identity map, on host test memory, and in loom models (`loom_tests`, `loom_bbm_tests`;
+//! under `--cfg loom` whole-table scans visit only the first two entries of each table, so
+//! that every interleaving can be explored).
 
 use crate::addr::{Ipa, PhysAddr, PAGE_SIZE};
 #[cfg(not(loom))]

@@ -166,14 +166,22 @@ pub fn set_cnthctl(v: u64) {
     sysreg_write!("cnthctl_el2", v);
 }
 
+/// Per core: CPTR_EL2.TFP is set (kept here so that the common case costs no system
+/// register read). Boot leaves it clear (`entry.S`).
+static TFP: [core::sync::atomic::AtomicBool; super::cpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; super::cpu::MAX_CPUS];
+
 /// Sets or clears CPTR_EL2.TFP (trap FP/SIMD use of lower levels to EL2).
 pub fn trap_fp(on: bool) {
-    let v = sysreg_read!("cptr_el2");
-    let nv = if on { v | (1 << 10) } else { v & !(1 << 10) };
-    if nv != v {
-        sysreg_write!("cptr_el2", nv);
-        isb();
+    use core::sync::atomic::Ordering::Relaxed;
+    let c = super::cpu::index();
+    if TFP[c].load(Relaxed) == on {
+        return;
     }
+    let v = sysreg_read!("cptr_el2");
+    sysreg_write!("cptr_el2", if on { v | (1 << 10) } else { v & !(1 << 10) });
+    isb();
+    TFP[c].store(on, Relaxed);
 }
 
 extern "C" {

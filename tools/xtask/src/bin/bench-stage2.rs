@@ -300,7 +300,7 @@ impl Ticks {
             .map(|f| f.parse().ok())
             .collect::<Option<_>>()?;
         // user nice system idle iowait irq softirq steal ...
-        let busy = cpu[..3].iter().sum::<u64>() + cpu.get(5..7)?.iter().sum::<u64>();
+        let busy = cpu.get(..3)?.iter().sum::<u64>() + cpu.get(5..7)?.iter().sum::<u64>();
         let me = std::fs::read_to_string("/proc/self/stat").ok()?;
         // Fields after the command name (which may hold spaces): state is field 3,
         // utime and stime fields 14 and 15.
@@ -510,15 +510,15 @@ fn run() -> Result<(), String> {
     }
     if kept_disturbed > 0 {
         println!(
-            "NOTE {kept_disturbed} of {} measurements ran while other processes or the \
-             hypervisor took CPU time: the figures may be low, the 2-thread ones most",
+            "NOTE {kept_disturbed} of {} measurements disturbed by other load: figures \
+             may be low, the 2-thread ones most",
             o.rounds * configs.len()
         );
     }
     if cpus < 2 {
         println!(
-            "NOTE only {cpus} CPU available: the two threads take turns on it, so the \
-             2-thread figures and the scaling ratios are not meaningful"
+            "NOTE only {cpus} CPU: the 2 threads take turns on it, so the 2-thread \
+             figures and the scaling ratios are not meaningful"
         );
     }
     Ok(())
