@@ -363,6 +363,15 @@ pub fn resume() -> ! {
         switch_timer(loaded, next);
         crate::vcpu::switch(loaded, next);
         s.loaded = next;
+    } else if next == 0 && crate::vcpu::of(s.loaded) != 0 {
+        // Idle after a guest: its EL1 state goes to memory now, where its VMM reads it
+        // while the guest waits for a reply (a native thread's timer stays loaded).
+        let loaded = s.loaded;
+        KObj.wr(loaded + tcb::TIMER_CTL, sysreg_read!("cntp_ctl_el0") & 1);
+        KObj.wr(loaded + tcb::TIMER_CVAL, sysreg_read!("cntp_cval_el0"));
+        sysreg_write!("cntp_ctl_el0", 0);
+        crate::vcpu::switch(loaded, 0);
+        s.loaded = 0;
     }
     let fp_mine = next != 0 && s.fp_owner == next;
     drop(s);

@@ -30,7 +30,11 @@ pub const GROUPS: &[(&str, &str)] = &[
     ),
     (
         "stage2",
-        "stage-2 faults per second of the host walker, lock-free vs a global lock, 1 and 2 threads",
+        "stage-2 faults: the host walker lock-free vs a global lock (1 and 2 threads), an in-kernel fault vs a VMM round trip (icount), guest populate time with 1, 2, 4 vCPUs vs the kernel-lock build",
+    ),
+    (
+        "vmexit",
+        "guest exits served by the VMM, in instructions under QEMU -icount",
     ),
 ];
 
@@ -72,10 +76,15 @@ const fn row(
     }
 }
 
-const fn placeholder(name: &'static str, unit: &'static str, what: &'static str) -> Row {
+const fn placeholder(
+    group: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    what: &'static str,
+) -> Row {
     Row {
         placeholder: true,
-        ..row("stage2", name, unit, what)
+        ..row(group, name, unit, what)
     }
 }
 
@@ -220,13 +229,63 @@ const ROWS: &[Row] = &[
         "instructions",
         "the non-faulting load the two are measured against",
     ),
-    placeholder(
+    // Part (c): tests/systems/bench-populate*.toml, wall time (no icount; QEMU runs the
+    // vCPUs in parallel threads), median of runs alternating between the two builds.
+    row(
+        "stage2",
         "stage2-populate-1vcpu",
-        NONE,
-        "populate time of a guest's memory, 1 vCPU faulting",
+        "µs",
+        "wall time for 1 vCPU to fault in 60 MiB of guest RAM (15360 in-kernel faults), lock-free build",
     ),
-    placeholder("stage2-populate-2vcpu", NONE, "the same, 2 vCPUs"),
-    placeholder("stage2-populate-4vcpu", NONE, "the same, 4 vCPUs"),
+    row("stage2", "stage2-populate-2vcpu", "µs", "the same, 2 vCPUs each faulting its half"),
+    row("stage2", "stage2-populate-4vcpu", "µs", "the same, 4 vCPUs each faulting its quarter"),
+    row(
+        "stage2",
+        "stage2-populate-1vcpu-lock",
+        "µs",
+        "1 vCPU, kernel-lock baseline build (every in-kernel fault under one global lock)",
+    ),
+    row("stage2", "stage2-populate-2vcpu-lock", "µs", "2 vCPUs, baseline build"),
+    row("stage2", "stage2-populate-4vcpu-lock", "µs", "4 vCPUs, baseline build"),
+    row(
+        "stage2",
+        "stage2-populate-speedup-4",
+        "x",
+        "lock-free build: 1-vCPU time / 4-vCPU time (bounded by the host's CPUs)",
+    ),
+    row(
+        "stage2",
+        "stage2-populate-speedup-4-lock",
+        "x",
+        "baseline build: 1-vCPU time / 4-vCPU time",
+    ),
+    Row {
+        target: "≤ 1500",
+        ..row(
+            "vmexit",
+            "vmexit-hvc-roundtrip",
+            "instructions",
+            "guest HVC to the VMM and back (fault IPC, ReplyRecv with the results), less an empty measurement",
+        )
+    },
+    row(
+        "vmexit",
+        "vmexit-mmio-read",
+        "instructions",
+        "guest MMIO read emulated by the VMM (a PL011 register), round trip",
+    ),
+    placeholder(
+        "vmexit",
+        "vmexit-virtual-ipi",
+        "instructions",
+        "virtual IPI from vCPU 0 to vCPU 1 (needs the VMM's GIC distributor emulation)",
+    ),
+    placeholder(
+        "vmexit",
+        "vmexit-irq-to-guest",
+        "instructions",
+        "physical interrupt routed to a guest's handler (needs passthrough interrupts)",
+    ),
 ];
 
 /// One measured figure.
@@ -290,6 +349,12 @@ const STAGE2_SYSTEM: IcountSystem = IcountSystem {
     group: "stage2",
     path: "tests/systems/bench-stage2.toml",
     done: "task vmm exited with status 0",
+};
+
+/// The exit benchmarks come from the same guest run.
+const VMEXIT_SYSTEM: IcountSystem = IcountSystem {
+    group: "vmexit",
+    ..STAGE2_SYSTEM
 };
 
 /// The `ipc` group's system.
@@ -441,7 +506,8 @@ fn run_stage2() -> Result<GroupRun> {
     }
     let (mut figures, mut notes) = parse_host(&String::from_utf8_lossy(&out.stdout))?;
     say!("stage2: in-kernel fault against a VMM round trip, under -icount");
-    let q = run_icount(&STAGE2_SYSTEM)?;
+    let mut q = run_icount(&STAGE2_SYSTEM)?;
+    q.figures.retain(|f| f.name.starts_with("stage2-"));
     let get = |n: &str| q.figures.iter().find(|f| f.name == n).map(|f| f.value);
     if let (Some(k), Some(v)) = (get("stage2-fault-kernel"), get("stage2-fault-vmm")) {
         figures.push(Figure {
@@ -453,11 +519,107 @@ fn run_stage2() -> Result<GroupRun> {
     }
     figures.extend(q.figures);
     notes.push(format!("fault figures: {}", q.machine));
+    say!("stage2: populate time with 1, 2 and 4 vCPUs, lock-free against the kernel-lock build");
+    let (pop, pop_note) = run_populate()?;
+    figures.extend(pop);
+    notes.push(pop_note);
     Ok(GroupRun {
         figures,
         notes,
         machine: host_machine(),
     })
+}
+
+/// Runs of each populate build (alternating; the median is reported).
+const POPULATE_RUNS: usize = 3;
+
+fn wall_once(built: &image::Built, tag: &str, i: usize) -> Result<Vec<(String, u64)>> {
+    let out = bench_dir();
+    std::fs::create_dir_all(&out)?;
+    let cfg = RunConfig {
+        smp: 4,
+        timeout: Some(300),
+        expect: vec!["task vmm exited with status 0".into()],
+        exit_status: None,
+        virtualization: true,
+        gdb: false,
+        icount: false,
+        echo: false,
+        raw_path: out.join(format!("console-{tag}-{i}.bin")),
+        log_path: out.join(format!("console-{tag}-{i}.log")),
+    };
+    let r = qemu::run(built, &cfg)?;
+    if let Err(why) = r.verdict {
+        bail!(
+            "populate run failed: {why}\n{}",
+            r.tail.into_iter().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let log = std::fs::read_to_string(&cfg.log_path).context("reading the benchmark console")?;
+    Ok(parse_icount(&log))
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Part (c): the populate benchmark, lock-free and baseline builds alternately.
+fn run_populate() -> Result<(Vec<Figure>, String)> {
+    setup::ensure_target()?;
+    setup::ensure_qemu()?;
+    let root = setup::repo_root();
+    let free = image::build(
+        &system::load(&root.join("tests/systems/bench-populate.toml"))?,
+        "info",
+    )?;
+    let lock = image::build(
+        &system::load(&root.join("tests/systems/bench-populate-baseline.toml"))?,
+        "info",
+    )?;
+    let mut samples: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for i in 0..POPULATE_RUNS {
+        for (built, suffix) in [(&free, ""), (&lock, "-lock")] {
+            for (name, v) in wall_once(built, &format!("populate{suffix}"), i)? {
+                samples
+                    .entry(format!("{name}{suffix}"))
+                    .or_default()
+                    .push(v);
+            }
+        }
+    }
+    let mut figures: Vec<Figure> = samples
+        .into_iter()
+        .map(|(name, v)| Figure {
+            group: "stage2",
+            name,
+            value: median(v) as f64,
+            unit: "µs".into(),
+        })
+        .collect();
+    let get = |n: &str| figures.iter().find(|f| f.name == n).map(|f| f.value);
+    let mut ratios = Vec::new();
+    for suffix in ["", "-lock"] {
+        if let (Some(a), Some(b)) = (
+            get(&format!("stage2-populate-1vcpu{suffix}")),
+            get(&format!("stage2-populate-4vcpu{suffix}")),
+        ) {
+            ratios.push(Figure {
+                group: "stage2",
+                name: format!("stage2-populate-speedup-4{suffix}"),
+                value: a / b,
+                unit: "x".into(),
+            });
+        }
+    }
+    figures.extend(ratios);
+    Ok((
+        figures,
+        format!(
+            "populate figures: QEMU with 4 vCPU threads (no icount) on {}, median of {POPULATE_RUNS} runs per build",
+            host_machine()
+        ),
+    ))
 }
 
 /// The catalog's rows followed by any figure it does not know, as the doc shows them.
@@ -659,6 +821,10 @@ pub fn bench(opts: &BenchOptions) -> Result<ExitCode> {
         let result = match g {
             "ipc" => run_icount(&IPC_SYSTEM),
             "stage2" => run_stage2(),
+            "vmexit" => run_icount(&VMEXIT_SYSTEM).map(|mut r| {
+                r.figures.retain(|f| f.name.starts_with("vmexit-"));
+                r
+            }),
             _ => unreachable!("group {g} has no runner"),
         };
         match result {
@@ -809,7 +975,7 @@ mod tests {
             value: 128_659_484.0,
             unit: "faults/s".into(),
         }];
-        let t = table(&["stage2"], &figs, &recorded);
+        let t = table(&["stage2", "vmexit"], &figs, &recorded);
         let line = t
             .lines()
             .find(|l| l.starts_with("stage2-host-lockfree-1t "))
@@ -820,7 +986,7 @@ mod tests {
         );
         let line = t
             .lines()
-            .find(|l| l.starts_with("stage2-populate-1vcpu "))
+            .find(|l| l.starts_with("vmexit-virtual-ipi "))
             .unwrap();
         assert!(line.contains(NOT_MEASURED), "{line}");
         assert!(!t.contains("ipc-roundtrip-4"));

@@ -166,20 +166,18 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
 }
 
 /// Builds the kernel with `payload` embedded; returns the copied ELF's path.
-fn build_kernel(
-    board: &str,
-    debug: bool,
-    payload: &Path,
-    out: &Path,
-    log: &str,
-) -> Result<PathBuf> {
+fn build_kernel(system: &System, payload: &Path, out: &Path, log: &str) -> Result<PathBuf> {
+    let board = &system.board;
     say!(
         "building the kernel for board {board} ({PAYLOAD_ENV}={})",
         shown(payload)
     );
     let mut feature = format!("board-{board}");
-    if debug {
+    if system.test_build {
         feature.push_str(",test-build");
+    }
+    if system.stage2_global_lock {
+        feature.push_str(",s2-global-lock");
     }
     setup::run_checked(
         setup::cargo()
@@ -214,7 +212,7 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
     let out = out_dir(system);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let (payload, task) = build_payload(system, &out, log)?;
-    let kernel = build_kernel(&system.board, system.test_build, &payload, &out, log)?;
+    let kernel = build_kernel(system, &payload, &out, log)?;
     let manifest = Manifest {
         system: shown(&system.path),
         board: system.board.clone(),

@@ -26,6 +26,7 @@ struct RawSystem {
     board: Option<String>,
     smp: Option<i64>,
     test_build: Option<bool>,
+    stage2_global_lock: Option<bool>,
     #[serde(default)]
     task: Vec<RawTask>,
     #[serde(default)]
@@ -105,6 +106,8 @@ pub struct System {
     pub grants: Vec<Grant>,
     /// Build the kernel with the test-only syscalls (`DebugSlot`).
     pub test_build: bool,
+    /// Build the kernel-lock baseline of the stage-2 fault path (benchmarks only).
+    pub stage2_global_lock: bool,
 }
 
 /// Name of the implicit partition of a description that declares none.
@@ -289,6 +292,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         channels,
         grants,
         test_build: raw.test_build.unwrap_or(false),
+        stage2_global_lock: raw.stage2_global_lock.unwrap_or(false),
     })
 }
 

@@ -398,6 +398,8 @@ pub mod task_mode {
     pub const VM_FAULTSTORM: u64 = 11;
     /// VMM: the stage-2 fault benchmark (in-kernel faults vs faults resolved by the VMM).
     pub const BENCH_STAGE2: u64 = 12;
+    /// VMM: the populate benchmark (1, 2 and 4 vCPUs faulting in guest RAM).
+    pub const BENCH_POPULATE: u64 = 13;
 
     /// Every mode with its name in system descriptions.
     pub const ALL: &[(&str, u64)] = &[
@@ -414,6 +416,7 @@ pub mod task_mode {
         ("bench-ipc", BENCH_IPC),
         ("vm-faultstorm", VM_FAULTSTORM),
         ("bench-stage2", BENCH_STAGE2),
+        ("bench-populate", BENCH_POPULATE),
     ];
 
     /// The number for a mode name.

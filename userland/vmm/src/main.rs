@@ -26,6 +26,7 @@ mod entry {
         match mode {
             task_mode::VM_FAULTSTORM => crate::vm::faultstorm(),
             task_mode::BENCH_STAGE2 => crate::bench::run(),
+            task_mode::BENCH_POPULATE => crate::vm::populate(),
             other => {
                 defmt::error!("vmm: unknown mode {=u64}", other);
                 2

@@ -46,6 +46,7 @@ const PSCI_ALREADY_ON: u64 = -4i64 as u64;
 const HVC_CHURN: u64 = 0xc600_0001;
 const HVC_TEARDOWN: u64 = 0xc600_0002;
 const HVC_BENCH: u64 = 0xc600_0003;
+const HVC_NULL: u64 = 0xc600_0004;
 
 fn info(label: u64) -> MessageInfo {
     MessageInfo::new(label, 4)
@@ -299,11 +300,18 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
             }
         }
         HVC_TEARDOWN => teardown(vm),
+        HVC_NULL => results(0),
         HVC_BENCH => {
             let name = match x[1] {
                 1 => "stage2-fault-kernel",
                 2 => "stage2-fault-vmm",
-                _ => "stage2-load-plain",
+                3 => "stage2-load-plain",
+                5 => "vmexit-hvc-roundtrip",
+                6 => "vmexit-mmio-read",
+                11 => "stage2-populate-1vcpu",
+                12 => "stage2-populate-2vcpu",
+                14 => "stage2-populate-4vcpu",
+                _ => "unknown",
             };
             defmt::info!("BENCH {=str} {=u64}", name, x[2]);
             results(0)
@@ -432,6 +440,22 @@ pub fn serve(vm: &mut Vm, name: &str) -> u64 {
                     m.mr[1],
                     m.mr[2]
                 );
+                let el1 = |r: u64| {
+                    call_ret(
+                        s_vcpu(vcpu),
+                        info(invocation::VCPU_READ_SYSREG),
+                        [r, 0, 0, 0],
+                    )
+                    .map_or(0, |v| v[0])
+                };
+                defmt::error!(
+                    "vmm: {=str} vCPU {=u64}: the guest's last exception: ESR_EL1 {=u64:#x}, ELR_EL1 {=u64:#x}, FAR_EL1 {=u64:#x}",
+                    name,
+                    vcpu,
+                    el1(vcpu_reg::ESR_EL1),
+                    el1(vcpu_reg::ELR_EL1),
+                    el1(vcpu_reg::FAR_EL1)
+                );
                 After::End(1)
             }
         };
@@ -464,6 +488,21 @@ pub fn bench(frames: u64) -> u64 {
     };
     run().unwrap_or_else(|e| {
         defmt::error!("vmm: building the benchmark VM failed: {}", e as u64);
+        1
+    })
+}
+
+/// The populate benchmark VM: 4 vCPUs fault in guest RAM (the guest's mode 2).
+pub fn populate() -> u64 {
+    let run = || -> Result<u64, Error> {
+        let mut vm = build(4)?;
+        vm.passed = true;
+        let entry = load(FAULTSTORM)?;
+        start(&mut vm, 0, entry, 2)?;
+        Ok(serve(&mut vm, "populate"))
+    };
+    run().unwrap_or_else(|e| {
+        defmt::error!("vmm: building the populate VM failed: {}", e as u64);
         1
     })
 }

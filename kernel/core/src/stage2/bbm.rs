@@ -19,8 +19,8 @@
 
 use super::{
     decode, entries, index, leaf_desc, scan_entries, span, table_desc, AtomicU64, Desc, Ipa,
-    MemType, Ordering, Perms, PhysAddr, TableAlloc, TableMem, UnmapError, IPA_BITS, LOCKED,
-    OA_MASK, PAGE_SIZE, START_LEVEL, TABLE_OR_PAGE, VALID,
+    MemType, Ordering, Perms, PhysAddr, TableAlloc, TableMem, UnmapError, ENTRIES, IPA_BITS,
+    LOCKED, OA_MASK, PAGE_SIZE, START_LEVEL, TABLE_OR_PAGE, VALID,
 };
 
 /// TLB maintenance and reclamation, supplied by the caller: the kernel implements it with
@@ -236,6 +236,9 @@ impl RangeUnmap<'_> {
         let sz = span(level);
         let first = (self.start.max(base) - base) / sz;
         let last = ((self.end - base).div_ceil(sz)).min(scan_entries(level) as u64);
+        if level == 3 {
+            return self.pages(mem, table, base, first, last);
+        }
         for i in first..last {
             let at = base + i * sz;
             let pte = mem.pte(table, i as usize);
@@ -272,6 +275,75 @@ impl RangeUnmap<'_> {
         Ok(())
     }
 }
+
+impl RangeUnmap<'_> {
+    /// The page entries `first..last` of level-3 `table` (mapping from `base`): break
+    /// every mapped one, invalidate once, make them all. With more than
+    /// [`BATCH_TLBI_OVER`] pages broken the invalidation is one [`Maintenance::tlbi_vmid`]
+    /// instead of one [`Maintenance::tlbi_ipa`] each (a large unmap costs one broadcast
+    /// per table, not per page); break-before-make holds for every entry either way.
+    fn pages<M: TableMem>(
+        &mut self,
+        mem: &M,
+        table: PhysAddr,
+        base: u64,
+        first: u64,
+        last: u64,
+    ) -> Result<(), UnmapError> {
+        let mut broken = [0u64; ENTRIES / 64];
+        let mut pas = [0u64; ENTRIES];
+        let mut count = 0;
+        let mut result = Ok(());
+        'entries: for i in first..last {
+            let pte = mem.pte(table, i as usize);
+            let mut cur = pte.load(Ordering::Acquire);
+            loop {
+                match decode(3, cur) {
+                    Desc::Invalid => break,
+                    Desc::Locked => {
+                        result = Err(UnmapError::Locked);
+                        break 'entries;
+                    }
+                    Desc::Table(_) => break,
+                    Desc::Leaf { pa, .. } => {
+                        // Break. On failure the entry changed under us: look again.
+                        if let Err(now) =
+                            pte.compare_exchange(cur, LOCKED, Ordering::AcqRel, Ordering::Acquire)
+                        {
+                            cur = now;
+                            continue;
+                        }
+                        broken[i as usize / 64] |= 1 << (i % 64);
+                        pas[i as usize] = pa.0;
+                        count += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        if count > BATCH_TLBI_OVER {
+            self.m.tlbi_vmid();
+        } else {
+            for i in first..last {
+                if broken[i as usize / 64] & (1 << (i % 64)) != 0 {
+                    self.m.tlbi_ipa(Ipa(base + i * PAGE_SIZE), 3);
+                }
+            }
+        }
+        for i in first..last {
+            if broken[i as usize / 64] & (1 << (i % 64)) != 0 {
+                // Make: unmapped; the entry may be installed again.
+                mem.pte(table, i as usize).store(0, Ordering::Release);
+                *self.removed += 1;
+                (self.leaf)(Ipa(base + i * PAGE_SIZE), 3, PhysAddr(pas[i as usize]));
+            }
+        }
+        result
+    }
+}
+
+/// Pages broken in one table above which a range unmap invalidates the whole VMID once.
+pub const BATCH_TLBI_OVER: usize = 16;
 
 /// Replaces whatever the entry of `level` covering `ipa` holds by a block: [`collapse_with`]
 /// without the report of the leaves that went.
