@@ -283,6 +283,34 @@ pub mod invocation {
     pub const SELF_SPACE: u64 = u64::MAX;
 }
 
+/// The memory map of a Linux VM, shared by the VMM (which loads it) and the tools (which
+/// generate the guest's device tree for it). QEMU-virt-like, so Linux finds familiar
+/// addresses: GICv3 distributor and redistributors, a PL011, RAM at 1 GiB.
+pub mod vm_layout {
+    /// Guest RAM base (IPA).
+    pub const RAM_BASE: u64 = 0x4000_0000;
+    /// log2 of the guest RAM size (256 MiB).
+    pub const RAM_BITS: u32 = 28;
+    /// Where the kernel `Image` goes (RAM base + its header's text_offset).
+    pub const KERNEL: u64 = RAM_BASE;
+    /// Where the initramfs goes.
+    pub const INITRD: u64 = RAM_BASE + 0x0c00_0000;
+    /// Where the device tree goes (at most [`DTB_MAX`] bytes).
+    pub const DTB: u64 = RAM_BASE + 0x0f00_0000;
+    /// Largest device tree.
+    pub const DTB_MAX: u64 = 0x10_0000;
+    /// GICv3 distributor (64 KiB).
+    pub const GICD: u64 = 0x0800_0000;
+    /// GICv3 redistributors (128 KiB per vCPU: RD_base, then SGI_base).
+    pub const GICR: u64 = 0x080a_0000;
+    /// The emulated PL011.
+    pub const UART: u64 = 0x0900_0000;
+    /// The PL011's interrupt (SPI 1, INTID 33).
+    pub const UART_SPI: u32 = 1;
+    /// Most vCPUs of a Linux VM.
+    pub const MAX_VCPUS: u64 = 4;
+}
+
 /// Register indices of TCB ReadRegister/WriteRegister: 0..=30 are x0..x30.
 pub mod reg {
     /// The stack pointer of EL0 (SP_EL0).
