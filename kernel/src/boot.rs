@@ -266,8 +266,17 @@ fn boot_primary(dtb_addr: u64) -> ! {
         defmt::error!("the EL2 timer is not ticking on every core");
     }
 
-    // Everything but a reserve for the boot tasks' own pages becomes Untyped memory.
-    let untyped = mem::FRAMES.lock().split_off(BOOT_TASK_FRAMES);
+    // Everything but a reserve for the boot tasks' own pages becomes Untyped memory: a
+    // fixed part for stacks, CNodes and tables, plus their images (a VMM may carry a
+    // guest kernel in its image).
+    let image_frames: u64 = Payload::parse(PAYLOAD).map_or(0, |p| {
+        p.tasks()
+            .map(|t| kcore::elf::Elf::parse(t.elf).map_or(0, |e| e.memory_pages()))
+            .sum()
+    });
+    let untyped = mem::FRAMES
+        .lock()
+        .split_off(BOOT_TASK_FRAMES + image_frames);
     let untyped_bytes: u64 = untyped.iter().map(|r| r.size()).sum();
     defmt::info!(
         "{=u64} MiB of RAM kept as Untyped memory for the first task",

@@ -172,7 +172,15 @@ pub fn ipc_with<R>(
     let mut mask = 0u32;
     let mut wake = |m: &mut IpcMem<'_>, t: u64| {
         let c = core_of(t);
-        SCHED[c].lock().rq.push(&mut KObj, t);
+        let mut s = SCHED[c].lock();
+        // A thread that blocked on its core and is woken before that core rescheduled is
+        // still its current thread: the core's `resume` finds it ready and keeps it.
+        // Queuing it as well would put it in the run queue while it runs (and, once it
+        // blocks again, in a run queue and an endpoint queue at once).
+        if s.current != t {
+            s.rq.push(&mut KObj, t);
+        }
+        drop(s);
         let _ = m;
         mask |= 1 << c;
     };

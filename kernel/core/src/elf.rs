@@ -134,11 +134,34 @@ impl<'a> Elf<'a> {
     pub fn segments(&self) -> impl Iterator<Item = Segment<'a>> + '_ {
         (0..self.phnum).filter_map(move |i| self.segment(i).ok().flatten())
     }
+
+    /// 4 KiB pages the loadable segments cover (each rounded out to whole pages).
+    pub fn memory_pages(&self) -> u64 {
+        self.segments()
+            .map(|s| {
+                let first = s.vaddr / 4096;
+                let end = s.vaddr.saturating_add(s.mem_size).div_ceil(4096);
+                end.saturating_sub(first)
+            })
+            .sum()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_pages_rounds_each_segment_out() {
+        let img = tiny_elf(
+            0x1000,
+            &[
+                (0x1800, &[1, 2], 0x1000, PF_R),
+                (0x10_0000, &[], 0x2000, PF_W),
+            ],
+        );
+        assert_eq!(Elf::parse(&img).unwrap().memory_pages(), 2 + 2);
+    }
 
     /// A minimal AArch64 executable with the given PT_LOAD segments `(vaddr, data, memsz, flags)`.
     pub(crate) fn tiny_elf(entry: u64, segs: &[(u64, &[u8], u64, u32)]) -> Vec<u8> {

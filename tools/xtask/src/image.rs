@@ -115,6 +115,14 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
             release_artifact(TASK_TARGET, "faultstorm"),
         );
     }
+    if let Some(vm) = system.vms.first() {
+        // The VMM embeds its Linux guest: kernel, initramfs, device tree.
+        let g = crate::guest::linux_guest(vm.vcpus, &vm.cmdline)?;
+        cmd.env("BULKHEAD_GUEST_LINUX_IMAGE", &g.image)
+            .env("BULKHEAD_GUEST_LINUX_INITRD", &g.initrd)
+            .env("BULKHEAD_GUEST_LINUX_DTB", &g.dtb)
+            .env("BULKHEAD_GUEST_LINUX_VCPUS", vm.vcpus.to_string());
+    }
     for b in &binaries {
         cmd.args(["-p", b]);
     }

@@ -30,6 +30,8 @@ struct RawSystem {
     #[serde(default)]
     task: Vec<RawTask>,
     #[serde(default)]
+    vm: Vec<RawVm>,
+    #[serde(default)]
     partition: Vec<RawPartition>,
     #[serde(default)]
     channel: Vec<RawChannel>,
@@ -64,6 +66,29 @@ struct RawGrant {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawVm {
+    name: String,
+    kernel: Option<String>,
+    vcpus: Option<i64>,
+    cmdline: Option<String>,
+}
+
+/// A Linux VM: served by its own VMM task (`vmm`, mode `vm-linux`) of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    /// Its name (and its VMM task's).
+    pub name: String,
+    /// vCPUs (1..=4).
+    pub vcpus: u64,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// The kernel command line of a VM that names none.
+pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 cma=0";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTask {
     name: String,
     binary: String,
@@ -94,8 +119,10 @@ pub struct System {
     pub board: String,
     /// Default CPU count, if the description gives one.
     pub smp: Option<u32>,
-    /// Boot tasks in slot order.
+    /// Boot tasks in slot order (a VM's VMM task first).
     pub tasks: Vec<Task>,
+    /// Linux VMs.
+    pub vms: Vec<Vm>,
     /// Partitions; one implicit partition holding every task when the file declares none.
     pub partitions: Vec<Partition>,
     /// Whether `partitions` is the implicit one.
@@ -243,16 +270,57 @@ fn check_task(raw: RawTask) -> Result<Task> {
 /// Parses and checks a description; `path` is used for messages and the build directory.
 pub fn parse(path: &Path, text: &str) -> Result<System> {
     let file = path.display();
-    let raw: RawSystem = toml::from_str(text).map_err(|e| anyhow!("{file}: {e}"))?;
-    let board = raw.board.unwrap_or_else(|| DEFAULT_BOARD.to_string());
+    let mut raw: RawSystem = toml::from_str(text).map_err(|e| anyhow!("{file}: {e}"))?;
+    let board = raw
+        .board
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BOARD.to_string());
     check_board(&board).map_err(|e| anyhow!("{file}: {e}"))?;
     let smp = raw
         .smp
         .map(check_smp)
         .transpose()
         .map_err(|e| anyhow!("{file}: {e}"))?;
+    if raw.vm.len() > 1 {
+        bail!(
+            "{file}: {} [[vm]] tables, but a system holds one VM for now (boot tasks run one \
+             after another and only the first receives memory)",
+            raw.vm.len()
+        );
+    }
+    let mut vms = Vec::new();
+    let mut raw_tasks = Vec::new();
+    for rv in std::mem::take(&mut raw.vm) {
+        let label = format!("[[vm]] `{}`", rv.name);
+        if let Some(k) = rv.kernel.as_deref().filter(|k| *k != "debian-cloud") {
+            bail!("{file}: {label}: kernel `{k}`: only \"debian-cloud\" (Debian's arm64 cloud kernel, fetched by the tools) is supported");
+        }
+        let vcpus = rv.vcpus.unwrap_or(1);
+        if !(1..=bulkhead_sys::vm_layout::MAX_VCPUS as i64).contains(&vcpus) {
+            bail!(
+                "{file}: {label}: vcpus = {vcpus}: must be 1 to {}",
+                bulkhead_sys::vm_layout::MAX_VCPUS
+            );
+        }
+        let cmdline = rv.cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+        if cmdline.len() > 1024 || cmdline.contains('\0') {
+            bail!("{file}: {label}: cmdline must be at most 1024 bytes, without NUL");
+        }
+        raw_tasks.push(RawTask {
+            name: rv.name.clone(),
+            binary: "vmm".into(),
+            mode: Some("vm-linux".into()),
+        });
+        vms.push(Vm {
+            name: rv.name,
+            vcpus: vcpus as u64,
+            cmdline,
+        });
+    }
+    raw_tasks.append(&mut raw.task);
+    raw.task = raw_tasks;
     if raw.task.is_empty() {
-        bail!("{file}: no tasks: add at least one [[task]] table");
+        bail!("{file}: no tasks: add at least one [[task]] or [[vm]] table");
     }
     let max = kcore::bootimage::MAX_TASKS;
     if raw.task.len() > max {
@@ -287,6 +355,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         board,
         smp,
         tasks,
+        vms,
         partitions,
         implicit_partition,
         channels,

@@ -428,6 +428,8 @@ pub mod task_mode {
     pub const BENCH_STAGE2: u64 = 12;
     /// VMM: the populate benchmark (1, 2 and 4 vCPUs faulting in guest RAM).
     pub const BENCH_POPULATE: u64 = 13;
+    /// VMM: run the Linux guest the tools built into it.
+    pub const VM_LINUX: u64 = 14;
 
     /// Every mode with its name in system descriptions.
     pub const ALL: &[(&str, u64)] = &[
@@ -445,6 +447,7 @@ pub mod task_mode {
         ("vm-faultstorm", VM_FAULTSTORM),
         ("bench-stage2", BENCH_STAGE2),
         ("bench-populate", BENCH_POPULATE),
+        ("vm-linux", VM_LINUX),
     ];
 
     /// The number for a mode name.

@@ -14,6 +14,12 @@
 #[cfg(target_os = "none")]
 mod bench;
 #[cfg(target_os = "none")]
+mod gic;
+#[cfg(target_os = "none")]
+mod linux;
+#[cfg(target_os = "none")]
+mod pl011;
+#[cfg(target_os = "none")]
 mod vm;
 
 #[cfg(target_os = "none")]
@@ -27,6 +33,7 @@ mod entry {
             task_mode::VM_FAULTSTORM => crate::vm::faultstorm(),
             task_mode::BENCH_STAGE2 => crate::bench::run(),
             task_mode::BENCH_POPULATE => crate::vm::populate(),
+            task_mode::VM_LINUX => crate::linux::run(),
             other => {
                 defmt::error!("vmm: unknown mode {=u64}", other);
                 2

@@ -22,7 +22,7 @@ const fn s_vcpu(i: u64) -> u64 {
     630 + i
 }
 
-/// Guest RAM: IPA and size (log2).
+/// Guest RAM of the test guest: IPA and size (log2).
 pub const RAM_IPA: u64 = 0x4000_0000;
 pub const RAM_BITS: u32 = 26;
 /// Where the VMM sees guest RAM in its own address space.
@@ -30,7 +30,7 @@ pub const RAM_WINDOW: u64 = 0x80_0000_0000;
 /// Table pool size (log2): 255 tables.
 const POOL_BITS: u32 = 20;
 /// The emulated PL011.
-const UART: u64 = 0x0900_0000;
+const UART: u64 = bulkhead_sys::vm_layout::UART;
 /// Priority of vCPU threads (below the VMM's, so an exit runs the VMM at once).
 const VCPU_PRIORITY: u64 = 100;
 
@@ -70,11 +70,14 @@ pub fn make(ty: ObjectType, bits: u32, dest: u64) -> Result<(), Error> {
     Err(last)
 }
 
-/// One VM: its capabilities' slots and the state of its vCPUs.
+/// One VM: its capabilities' slots, the state of its vCPUs and devices.
 pub struct Vm {
+    pub name: &'static str,
     pub vcpus: u64,
+    pub ram_bits: u32,
     pub on: [bool; 8],
-    pub line: heapless::Vec<u8, 160>,
+    pub uart: crate::pl011::Pl011,
+    pub gic: Option<crate::gic::Gic>,
     pub passed: bool,
     pub churns: u64,
     /// Benchmark mode: faults at [`VMM_AREA`] are resolved by mapping frames from slot
@@ -87,11 +90,12 @@ pub const VMM_AREA: u64 = 0x8000_0000;
 /// First slot of the benchmark's 4 KiB frames.
 pub const S_BENCH_FRAMES: u64 = 700;
 
-/// Creates the VM's objects; guest RAM is mapped at [`RAM_WINDOW`] for loading.
-pub fn build(vcpus: u64) -> Result<Vm, Error> {
+/// Creates the VM's objects (`2^ram_bits` bytes of RAM at [`RAM_IPA`]); guest RAM is
+/// mapped at [`RAM_WINDOW`] for loading.
+pub fn build(name: &'static str, vcpus: u64, ram_bits: u32) -> Result<Vm, Error> {
     make(ObjectType::VSpace, 0, S_VSPACE)?;
     make(ObjectType::TablePool, POOL_BITS, S_POOL)?;
-    make(ObjectType::Frame, RAM_BITS, S_RAM)?;
+    make(ObjectType::Frame, ram_bits, S_RAM)?;
     make(ObjectType::Endpoint, 0, S_EP)?;
     call(
         S_VSPACE,
@@ -150,30 +154,40 @@ pub fn build(vcpus: u64) -> Result<Vm, Error> {
         )?;
     }
     Ok(Vm {
+        name,
         vcpus,
+        ram_bits,
         on: [false; 8],
-        line: heapless::Vec::new(),
+        uart: crate::pl011::Pl011::default(),
+        gic: None,
         passed: false,
         churns: 0,
         bench_frames: 0,
     })
 }
 
+/// Copies `data` into guest RAM at IPA `at` through the window (bounds checked).
+pub fn copy_in(vm: &Vm, at: u64, data: &[u8]) -> Result<(), Error> {
+    let ram_end = RAM_IPA + (1 << vm.ram_bits);
+    if at < RAM_IPA || at.saturating_add(data.len() as u64) > ram_end {
+        return Err(Error::RangeError);
+    }
+    let dst = RAM_WINDOW + (at - RAM_IPA);
+    // SAFETY: the destination range lies in guest RAM (checked above), which is mapped
+    // read/write at RAM_WINDOW in our own address space and used by nothing else before
+    // the guest starts; it cannot overlap `data` (our image or stack).
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
+    Ok(())
+}
+
 /// Copies an ELF guest into guest RAM through the window; returns its entry point.
-pub fn load(elf: &[u8]) -> Result<u64, Error> {
+pub fn load(vm: &Vm, elf: &[u8]) -> Result<u64, Error> {
     let e = kcore::elf::Elf::parse(elf).map_err(|_| Error::InvalidArgument)?;
-    let ram_end = RAM_IPA + (1 << RAM_BITS);
     for s in e.segments() {
-        if s.vaddr < RAM_IPA || s.vaddr.saturating_add(s.mem_size) > ram_end {
-            return Err(Error::RangeError);
+        if s.mem_size < s.data.len() as u64 {
+            return Err(Error::InvalidArgument);
         }
-        let dst = RAM_WINDOW + (s.vaddr - RAM_IPA);
-        for (i, b) in s.data.iter().enumerate() {
-            // SAFETY: `dst + i` lies in guest RAM (checked above), which is mapped
-            // read/write at RAM_WINDOW in our own address space and used by nothing else
-            // before the guest starts.
-            unsafe { core::ptr::write_volatile((dst + i as u64) as *mut u8, *b) };
-        }
+        copy_in(vm, s.vaddr, s.data)?;
     }
     Ok(e.entry())
 }
@@ -259,7 +273,9 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
             }
         }
         PSCI_SYSTEM_OFF => {
-            defmt::info!("vmm: the guest powered its VM off");
+            let name = vm.name;
+            vm.uart.flush(&mut |l| console_line(name, l, &mut false));
+            defmt::info!("vmm: {=str}: the guest powered its VM off", name);
             After::End(if vm.passed { 0 } else { 1 })
         }
         HVC_CHURN => {
@@ -348,19 +364,11 @@ fn teardown(vm: &mut Vm) -> After {
     After::End(if ok { 0 } else { 1 })
 }
 
-fn console(vm: &mut Vm, name: &str, byte: u8) {
-    if byte == b'\n' || vm.line.is_full() {
-        let s = core::str::from_utf8(&vm.line).unwrap_or("<not UTF-8>");
-        defmt::info!("{=str}| {=str}", name, s);
-        if s.starts_with("faultstorm: PASS") {
-            vm.passed = true;
-        }
-        vm.line.clear();
-        if byte == b'\n' {
-            return;
-        }
+fn console_line(name: &str, s: &str, passed: &mut bool) {
+    defmt::info!("{=str}| {=str}", name, s);
+    if s.starts_with("faultstorm: PASS") {
+        *passed = true;
     }
-    let _ = vm.line.push(byte);
 }
 
 fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
@@ -368,6 +376,24 @@ fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
     let isv = esr & (1 << 24) != 0;
     let write = esr & (1 << 6) != 0;
     let rt = (esr >> 16) & 0x1f;
+    // Access size (SAS), sign extension (SSE), 64-bit register (SF).
+    let size = 1u64 << ((esr >> 22) & 3);
+    let mask = if size == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * size)) - 1
+    };
+    let value = value & mask;
+    let reply_read = |v: u64| {
+        let mut v = v & mask;
+        if esr & (1 << 21) != 0 && size < 8 && v & (1 << (8 * size - 1)) != 0 {
+            v |= !mask;
+            if esr & (1 << 15) == 0 {
+                v &= 0xffff_ffff;
+            }
+        }
+        emulated(if rt == 31 { fault::NO_REGISTER } else { rt }, v)
+    };
     if vm.bench_frames > 0 && (VMM_AREA..VMM_AREA + (1 << 21)).contains(&ipa) {
         // Resolve the fault by mapping the next frame there, then retry the access.
         let slot = S_BENCH_FRAMES + (vm.bench_frames - 1);
@@ -392,6 +418,25 @@ fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
         }
         return After::Reply(Msg::default());
     }
+    use bulkhead_sys::vm_layout::{GICD, GICR};
+    if isv {
+        if let Some(gic) = vm.gic.as_mut() {
+            if (GICD..GICD + 0x1_0000).contains(&ipa) {
+                if write {
+                    gic.dist_write(ipa - GICD, value, size);
+                    return emulated(fault::NO_REGISTER, 0);
+                }
+                return reply_read(gic.dist_read(ipa - GICD, size));
+            }
+            if (GICR..GICR + 0x2_0000 * vm.vcpus).contains(&ipa) {
+                if write {
+                    gic.redist_write(ipa - GICR, value, size);
+                    return emulated(fault::NO_REGISTER, 0);
+                }
+                return reply_read(gic.redist_read(ipa - GICR, size));
+            }
+        }
+    }
     if !isv || !(UART..UART + 0x1000).contains(&ipa) {
         defmt::error!(
             "vmm: {=str}: access at IPA {=u64:#x} (ESR {=u64:#x}, pc {=u64:#x}) has no device",
@@ -403,14 +448,47 @@ fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
         return After::End(1);
     }
     if write {
-        if ipa == UART {
-            console(vm, name, value as u8);
-        }
+        let passed = &mut vm.passed;
+        vm.uart
+            .write(ipa - UART, value, &mut |l| console_line(name, l, passed));
         emulated(fault::NO_REGISTER, 0)
     } else {
-        // Every register reads as zero: the flag register says "transmit FIFO not full".
-        emulated(if rt == 31 { fault::NO_REGISTER } else { rt }, 0)
+        reply_read(vm.uart.read(ipa - UART))
     }
+}
+
+/// A trapped system-register access (ISS: Op0 [21:20], Op2 [19:17], Op1 [16:14],
+/// CRn [13:10], Rt [9:5], CRm [4:1], direction [0], Arm ARM D17.2.37). ICC_SGI1R_EL1
+/// writes send SGIs; other registers read as zero and ignore writes.
+fn sysreg(vm: &mut Vm, vcpu: u64, m: &Msg) -> After {
+    let iss = m.mr[1];
+    let read = iss & 1 != 0;
+    let rt = (iss >> 5) & 0x1f;
+    let key = iss & 0x3f_fc1e; // Op0, Op2, Op1, CRn, CRm
+    let sgi1r = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
+    if !read && key == sgi1r {
+        if let Some(gic) = vm.gic.as_ref() {
+            let (targets, intid) = gic.sgi_targets(vcpu as usize, m.mr[3]);
+            for t in 0..vm.vcpus {
+                if targets & (1 << t) != 0 {
+                    let prio = gic.priority(t as usize, intid) as u64;
+                    let _ = call(
+                        s_vcpu(t),
+                        info(invocation::VCPU_INJECT_IRQ),
+                        [intid as u64, prio, 0, 0],
+                    );
+                }
+            }
+        }
+    }
+    emulated(
+        if read && rt != 31 {
+            rt
+        } else {
+            fault::NO_REGISTER
+        },
+        0,
+    )
 }
 
 /// Serves exits until the VM ends; returns the VMM's exit status.
@@ -429,7 +507,7 @@ pub fn serve(vm: &mut Vm, name: &str) -> u64 {
         let after = match MessageInfo(m.info).label() {
             fault::HYPERCALL | fault::SMC => psci(vm, vcpu, m.mr),
             fault::VM_DATA_ABORT => mmio(vm, name, &m),
-            fault::SYSREG => emulated(fault::NO_REGISTER, 0),
+            fault::SYSREG => sysreg(vm, vcpu, &m),
             other => {
                 defmt::error!(
                     "vmm: {=str} vCPU {=u64}: exit {=u64} (pc {=u64:#x}, {=u64:#x}, ESR {=u64:#x})",
@@ -449,12 +527,15 @@ pub fn serve(vm: &mut Vm, name: &str) -> u64 {
                     .map_or(0, |v| v[0])
                 };
                 defmt::error!(
-                    "vmm: {=str} vCPU {=u64}: the guest's last exception: ESR_EL1 {=u64:#x}, ELR_EL1 {=u64:#x}, FAR_EL1 {=u64:#x}",
+                    "vmm: {=str} vCPU {=u64}: the guest's last exception: ESR_EL1 {=u64:#x}, ELR_EL1 {=u64:#x}, FAR_EL1 {=u64:#x}; message info {=u64:#x}, pc {=u64:#x}",
                     name,
                     vcpu,
                     el1(vcpu_reg::ESR_EL1),
                     el1(vcpu_reg::ELR_EL1),
-                    el1(vcpu_reg::FAR_EL1)
+                    el1(vcpu_reg::FAR_EL1),
+                    m.info,
+                    call_ret(s_tcb(vcpu), info(invocation::TCB_READ_REGISTER), [32, 0, 0, 0])
+                        .map_or(0, |v| v[0])
                 );
                 After::End(1)
             }
@@ -476,13 +557,13 @@ pub fn bench(frames: u64) -> u64 {
         return 2;
     }
     let run = || -> Result<u64, Error> {
-        let mut vm = build(1)?;
+        let mut vm = build("bench", 1, RAM_BITS)?;
         for i in 0..frames {
             make(ObjectType::Frame4K, 0, S_BENCH_FRAMES + i)?;
         }
         vm.bench_frames = 1;
         vm.passed = true;
-        let entry = load(FAULTSTORM)?;
+        let entry = load(&vm, FAULTSTORM)?;
         start(&mut vm, 0, entry, 1)?;
         Ok(serve(&mut vm, "bench"))
     };
@@ -495,9 +576,9 @@ pub fn bench(frames: u64) -> u64 {
 /// The populate benchmark VM: 4 vCPUs fault in guest RAM (the guest's mode 2).
 pub fn populate() -> u64 {
     let run = || -> Result<u64, Error> {
-        let mut vm = build(4)?;
+        let mut vm = build("populate", 4, RAM_BITS)?;
         vm.passed = true;
-        let entry = load(FAULTSTORM)?;
+        let entry = load(&vm, FAULTSTORM)?;
         start(&mut vm, 0, entry, 2)?;
         Ok(serve(&mut vm, "populate"))
     };
@@ -514,8 +595,8 @@ pub fn faultstorm() -> u64 {
         return 2;
     }
     let run = || -> Result<u64, Error> {
-        let mut vm = build(4)?;
-        let entry = load(FAULTSTORM)?;
+        let mut vm = build("faultstorm", 4, RAM_BITS)?;
+        let entry = load(&vm, FAULTSTORM)?;
         defmt::info!(
             "vmm: VM faultstorm: 4 vCPUs, {=u64} MiB of RAM at IPA {=u64:#x} bound as a region, entry {=u64:#x}",
             1u64 << (RAM_BITS - 20),

@@ -31,8 +31,10 @@ const AP_RO_EL2: u64 = 0b11 << 6;
 const TABLE: u64 = 0b11;
 const PAGE: u64 = 0b11;
 const MIB2: u64 = 2 << 20;
-/// Level-3 tables for the image: it may span this many 2 MiB regions.
-const IMAGE_L3: usize = 2;
+/// Level-3 tables for the image: the 2 MiB regions of the image that hold a section
+/// boundary or a stack guard page need one each; regions wholly inside one section are
+/// 2 MiB blocks (a large boot payload in rodata costs no tables).
+const IMAGE_L3: usize = 8;
 const XN: u64 = 1 << 54;
 /// TCR_EL2: T0SZ = 25, IRGN0/ORGN0 = WB-WA, SH0 = inner, TG0 = 4 KiB, PS = 40 bits,
 /// RES1 bits 31 and 23.
@@ -67,21 +69,33 @@ fn split_kernel_gib(l1: &mut [u64; 512]) {
     let data = core::ptr::addr_of!(__data_start) as u64;
     let end = core::ptr::addr_of!(__kernel_end) as u64;
     let gib = start & !(GIB - 1);
+    assert!(end - gib <= GIB, "kernel image crosses a GiB boundary");
     let first_2m = (start - gib) / MIB2;
     let last_2m = (end - 1 - gib) / MIB2;
-    assert!(
-        last_2m - first_2m < IMAGE_L3 as u64,
-        "kernel image too large for its tables"
-    );
+    let stacks = core::ptr::addr_of!(__stacks_start) as u64;
     // SAFETY: single writer (boot core, before any core enables the MMU).
     let l2 = unsafe { &mut *L2.0.get() };
     for (j, e) in l2.iter_mut().enumerate() {
         *e = (gib + j as u64 * MIB2) | BLOCK | NORMAL_RW;
     }
-    for (k, j) in (first_2m..=last_2m).enumerate() {
+    let mut k = 0;
+    for j in first_2m..=last_2m {
+        let base = gib + j * MIB2;
+        let inside = |lo: u64, hi: u64| base >= lo && base + MIB2 <= hi;
+        let guard = (0..super::cpu::MAX_CPUS as u64).any(|c| {
+            let g = stacks + c * super::cpu::STACK_SIZE;
+            g >= base && g < base + MIB2
+        });
+        if inside(rodata, data) {
+            l2[j as usize] = base | BLOCK | AF | ATTR_NORMAL | SH_INNER | AP_RO_EL2 | XN;
+            continue;
+        }
+        if inside(data, end) && !guard {
+            continue; // read/write block, as filled above
+        }
+        assert!(k < IMAGE_L3, "kernel image has too many section boundaries");
         // SAFETY: as above.
         let l3 = unsafe { &mut *L3[k].0.get() };
-        let base = gib + j * MIB2;
         for (p, e) in l3.iter_mut().enumerate() {
             let a = base + p as u64 * 4096;
             let attrs = if a >= start && a < rodata {
@@ -94,7 +108,6 @@ fn split_kernel_gib(l1: &mut [u64; 512]) {
             *e = a | PAGE | attrs;
         }
         // The guard page below each core's stack stays unmapped: an overflow faults.
-        let stacks = core::ptr::addr_of!(__stacks_start) as u64;
         for c in 0..super::cpu::MAX_CPUS as u64 {
             let g = stacks + c * super::cpu::STACK_SIZE;
             if g >= base && g < base + MIB2 {
@@ -102,6 +115,7 @@ fn split_kernel_gib(l1: &mut [u64; 512]) {
             }
         }
         l2[j as usize] = L3[k].0.get() as u64 | TABLE;
+        k += 1;
     }
     l1[(gib / GIB) as usize] = L2.0.get() as u64 | TABLE;
 }
