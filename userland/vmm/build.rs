@@ -19,7 +19,7 @@ fn main() {
     for (var, name) in [
         ("BULKHEAD_GUEST_LINUX_IMAGE", "LINUX_IMAGE"),
         ("BULKHEAD_GUEST_LINUX_INITRD", "LINUX_INITRD"),
-        ("BULKHEAD_GUEST_LINUX_DTB", "LINUX_DTB"),
+        ("BULKHEAD_GUEST_LINUX_VMS", "LINUX_VMS"),
     ] {
         println!("cargo:rerun-if-env-changed={var}");
         let path = match std::env::var(var) {
@@ -35,7 +35,6 @@ fn main() {
         };
         println!("cargo:rustc-env={name}={path}");
     }
-    println!("cargo:rerun-if-env-changed=BULKHEAD_GUEST_LINUX_VCPUS");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         println!("cargo:rustc-link-arg-bins=-Ttask.x");
         println!("cargo:rustc-link-arg-bins=-Tdefmt.x");

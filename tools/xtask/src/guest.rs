@@ -6,7 +6,8 @@
 //! - `linux/Image`, `linux/busybox`: what was taken from them (fetched only when one is
 //!   missing; put them there by hand on a host without apt), `linux/packages.txt`: the
 //!   package versions they came from;
-//! - `linux/initramfs.cpio`: an uncompressed newc archive (`/init`, busybox, `/dev/console`);
+//! - `linux/initramfs.cpio`: an uncompressed newc archive (`/init`, busybox, `memtest`,
+//!   `/dev/console`);
 //! - `vm-<N>cpu.dtb`: the device tree of a VM with N vCPUs.
 //!
 //! Generated files are rewritten only when their bytes change, so builds that embed
@@ -20,7 +21,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use bulkhead_sys::vm_layout;
 
-use crate::setup::{self, shown};
+use crate::setup::{self, shown, TASK_TARGET};
 use crate::{cpio, fdt, say};
 
 /// The Debian package that always depends on the current cloud kernel.
@@ -30,18 +31,102 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// The Debian architecture of the guest.
 pub const DEB_ARCH: &str = "arm64";
 
-/// `/init` of the initramfs.
+/// `/init` of the initramfs. Words on the kernel command line choose what it does after
+/// printing `bulkhead-guest: Linux ... up on N CPU(s)`:
+/// - `bulkhead.poweroff`: the shell check, then `/bin/memtest` ([`MEMTEST_PACKAGE`]) on
+///   every CPU at once (each instance pinned to its CPU with 70% of MemFree shared out, at
+///   least 8 MiB each), the verdict `bulkhead-guest: memtest passed on N CPU(s)` (or `... FAILED ...`), the
+///   MemTotal line, and `poweroff -f`;
+/// - `bulkhead.linger`: the same, then `bulkhead-guest: still alive 1` .. `5` a second
+///   apart before powering off (it outlives another VM's poweroff);
+/// - `bulkhead.devmem=ADDR`: after the shell check, reads physical address ADDR with
+///   busybox `devmem` and prints `bulkhead-guest: devmem ADDR -> ` and the value, or what
+///   the shell reported (e.g. `Bus error (exit status 135)`: only that process dies), then
+///   goes on with the other words;
+/// - none of them: an interactive shell.
 pub const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-echo "bulkhead-guest: Linux $(uname -r) up on $(grep -c ^processor /proc/cpuinfo) CPU(s)"
-if grep -q bulkhead.poweroff /proc/cmdline; then
+cpus=$(grep -c ^processor /proc/cpuinfo)
+echo "bulkhead-guest: Linux $(uname -r) up on $cpus CPU(s)"
+
+mode=shell
+devmem_at=
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+    bulkhead.poweroff) [ "$mode" = linger ] || mode=poweroff ;;
+    bulkhead.linger) mode=linger ;;
+    bulkhead.devmem=*) devmem_at=${word#bulkhead.devmem=} ;;
+    esac
+done
+
+# Centiseconds since boot.
+uptime_cs() {
+    read -r up _ < /proc/uptime
+    echo $((${up%.*} * 100 + 1${up#*.} - 100))
+}
+
+# memtest on every online CPU at once, pinned where taskset exists.
+memtest_all() {
+    free_kib=$(sed -n 's/^MemFree: *\([0-9]*\) kB$/\1/p' /proc/meminfo)
+    mib=$((${free_kib:-0} * 7 / 10 / cpus / 1024))
+    [ "$mib" -ge 8 ] || mib=8
+    start=$(uptime_cs)
+    pids=
+    for cpu in $(sed -n 's/^processor[^0-9]*\([0-9]*\)$/\1/p' /proc/cpuinfo); do
+        if command -v taskset > /dev/null; then
+            taskset -c "$cpu" memtest "$mib" $((cpu + 1)) &
+        else
+            memtest "$mib" $((cpu + 1)) &
+        fi
+        pids="$pids $!"
+    done
+    ran=0
+    failed=0
+    for pid in $pids; do
+        ran=$((ran + 1))
+        wait "$pid" || failed=$((failed + 1))
+    done
+    took=$(($(uptime_cs) - start))
+    echo "bulkhead-guest: memtest: $ran x $mib MiB (MemFree was $free_kib kB) in $((took / 100)).$((took / 10 % 10)) s"
+    if [ "$ran" -gt 0 ] && [ "$failed" -eq 0 ]; then
+        echo "bulkhead-guest: memtest passed on $ran CPU(s)"
+    else
+        echo "bulkhead-guest: memtest FAILED on $failed of $ran CPU(s)"
+    fi
+    echo "bulkhead-guest: memory: $(grep ^MemTotal: /proc/meminfo)"
+}
+
+if [ "$mode" != shell ] || [ -n "$devmem_at" ]; then
     echo "bulkhead-guest: shell check: $(echo hello from the shell)"
-    poweroff -f
 fi
+if [ -n "$devmem_at" ]; then
+    [ -e /dev/mem ] || mknod /dev/mem c 1 1
+    # The subshell's stderr goes into the result too, so it holds what the shell says
+    # about a devmem killed by a signal.
+    result=$(exec 2>&1; devmem "$devmem_at"; st=$?; [ "$st" -eq 0 ] || echo "(exit status $st)")
+    echo "bulkhead-guest: devmem $devmem_at -> $(echo $result)"
+fi
+case "$mode" in
+poweroff)
+    memtest_all
+    poweroff -f
+    ;;
+linger)
+    memtest_all
+    for i in 1 2 3 4 5; do
+        echo "bulkhead-guest: still alive $i"
+        [ "$i" -eq 5 ] || sleep 1
+    done
+    poweroff -f
+    ;;
+esac
 exec sh
 "#;
+
+/// `/bin/memtest`: the `guests/memtest` crate, a static Linux/arm64 program.
+pub const MEMTEST_PACKAGE: &str = "memtest";
 
 /// Phandle of the GIC (the root's `interrupt-parent`).
 const GIC_PHANDLE: u32 = 1;
@@ -69,7 +154,9 @@ pub fn guest_dir() -> PathBuf {
 ///
 /// Fetches the kernel and busybox from Debian's arm64 packages the first time (see
 /// [`fetch`]); writes the initramfs and `vm-<vcpus>cpu.dtb` when their bytes change.
-/// A cmdline containing `bulkhead.poweroff` makes the guest power off after its markers.
+/// Builds [`MEMTEST_PACKAGE`] for the initramfs. The cmdline's `bulkhead.*` words choose
+/// what the guest's init does ([`INIT_SCRIPT`]); with `bulkhead.poweroff` it powers off
+/// after its markers.
 pub fn linux_guest(vcpus: u64, cmdline: &str) -> Result<GuestFiles> {
     if !(1..=vm_layout::MAX_VCPUS).contains(&vcpus) {
         bail!(
@@ -97,8 +184,14 @@ pub fn linux_guest(vcpus: u64, cmdline: &str) -> Result<GuestFiles> {
 
     let busybox_bytes =
         std::fs::read(&busybox).with_context(|| format!("cannot read {}", shown(&busybox)))?;
-    check_busybox(&busybox_bytes).with_context(|| format!("{} is unusable", shown(&busybox)))?;
-    let archive = initramfs(&busybox_bytes);
+    check_static_arm64(&busybox_bytes)
+        .with_context(|| format!("{} is unusable", shown(&busybox)))?;
+    let memtest = build_memtest()?;
+    let memtest_bytes =
+        std::fs::read(&memtest).with_context(|| format!("cannot read {}", shown(&memtest)))?;
+    check_static_arm64(&memtest_bytes)
+        .with_context(|| format!("{} is unusable", shown(&memtest)))?;
+    let archive = initramfs(&busybox_bytes, &memtest_bytes);
     let initrd_end = vm_layout::INITRD + archive.len() as u64;
     if initrd_end > vm_layout::DTB {
         bail!(
@@ -133,6 +226,27 @@ pub fn linux_guest(vcpus: u64, cmdline: &str) -> Result<GuestFiles> {
         blob.len()
     );
     Ok(GuestFiles { image, initrd, dtb })
+}
+
+/// Builds `guests/memtest` for the guest; returns the path of the executable.
+fn build_memtest() -> Result<PathBuf> {
+    setup::run_checked(
+        setup::cargo().args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            TASK_TARGET,
+            "-p",
+            MEMTEST_PACKAGE,
+        ]),
+        "building the guest's memtest",
+    )?;
+    Ok(setup::repo_root()
+        .join("target")
+        .join(TASK_TARGET)
+        .join("release")
+        .join(MEMTEST_PACKAGE))
 }
 
 /// The fields of an arm64 `Image` header (Linux `Documentation/arch/arm64/booting.rst`).
@@ -220,8 +334,8 @@ impl std::fmt::Display for ImageHeader {
     }
 }
 
-/// Checks that `elf` is a static little-endian arm64 executable.
-fn check_busybox(elf: &[u8]) -> Result<()> {
+/// Checks that `elf` is a static little-endian arm64 executable (busybox, memtest).
+fn check_static_arm64(elf: &[u8]) -> Result<()> {
     if elf.len() < 64 || &elf[..4] != b"\x7fELF" {
         bail!("not an ELF file");
     }
@@ -242,15 +356,15 @@ fn check_busybox(elf: &[u8]) -> Result<()> {
             .get(at..at + 4)
             .ok_or_else(|| anyhow!("truncated program headers"))?;
         if u32::from_le_bytes(ty.try_into().unwrap()) == PT_INTERP {
-            bail!("dynamically linked (it has an interpreter); a static busybox is needed");
+            bail!("dynamically linked (it has an interpreter); a static executable is needed");
         }
     }
     Ok(())
 }
 
-/// The initramfs: the directories busybox's applets expect, `/dev/console`, busybox and
-/// [`INIT_SCRIPT`] as `/init`.
-pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
+/// The initramfs: the directories busybox's applets expect, `/dev/console`, busybox,
+/// `/bin/memtest` and [`INIT_SCRIPT`] as `/init`.
+pub fn initramfs(busybox: &[u8], memtest: &[u8]) -> Vec<u8> {
     let mut w = cpio::Writer::new();
     for d in [
         "/bin",
@@ -267,6 +381,7 @@ pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
     w.dir("/tmp", 0o1777);
     w.char_dev("/dev/console", 0o600, 5, 1);
     w.file("/bin/busybox", 0o755, busybox);
+    w.file("/bin/memtest", 0o755, memtest);
     w.file("/init", 0o755, INIT_SCRIPT.as_bytes());
     w.finish()
 }
@@ -623,7 +738,8 @@ pub fn fetch(dir: &Path) -> Result<()> {
     let busybox_path = busybox_tree.join("bin").join("busybox");
     let busybox = std::fs::read(&busybox_path)
         .with_context(|| format!("cannot read {}", shown(&busybox_path)))?;
-    check_busybox(&busybox).with_context(|| format!("{} is unusable", shown(&busybox_path)))?;
+    check_static_arm64(&busybox)
+        .with_context(|| format!("{} is unusable", shown(&busybox_path)))?;
 
     let linux = dir.join("linux");
     let packages_txt =
@@ -713,8 +829,8 @@ mod tests {
 
     #[test]
     fn initramfs_contents() {
-        let a = initramfs(b"BUSYBOX");
-        assert_eq!(a, initramfs(b"BUSYBOX"), "deterministic");
+        let a = initramfs(b"BUSYBOX", b"MEMTEST");
+        assert_eq!(a, initramfs(b"BUSYBOX", b"MEMTEST"), "deterministic");
         let e = read(&a);
         let names: Vec<&str> = e.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(
@@ -731,6 +847,7 @@ mod tests {
                 "tmp",
                 "dev/console",
                 "bin/busybox",
+                "bin/memtest",
                 "init"
             ]
         );
@@ -745,6 +862,8 @@ mod tests {
         );
         assert_eq!(by("bin/busybox").fields[MODE], 0o100_755);
         assert_eq!(by("bin/busybox").data, b"BUSYBOX");
+        assert_eq!(by("bin/memtest").fields[MODE], 0o100_755);
+        assert_eq!(by("bin/memtest").data, b"MEMTEST");
         let init = by("init");
         assert_eq!(init.fields[MODE], 0o100_755);
         assert_eq!(init.fields[FILESIZE] as usize, INIT_SCRIPT.len());
@@ -752,24 +871,56 @@ mod tests {
     }
 
     #[test]
-    fn busybox_check() {
-        assert!(check_busybox(b"not an elf").is_err());
+    fn init_script_parses() {
+        // The host's POSIX sh checks the syntax (busybox ash accepts what it accepts).
+        let mut sh = match Command::new("sh")
+            .arg("-n")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(sh) => sh,
+            Err(e) => {
+                eprintln!("no sh on the host ({e}): skipping");
+                return;
+            }
+        };
+        use std::io::Write;
+        sh.stdin
+            .take()
+            .unwrap()
+            .write_all(INIT_SCRIPT.as_bytes())
+            .unwrap();
+        let out = sh.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "sh -n: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for word in ["bulkhead.poweroff", "bulkhead.linger", "bulkhead.devmem="] {
+            assert!(INIT_SCRIPT.contains(word), "{word}");
+        }
+    }
+
+    #[test]
+    fn static_arm64_check() {
+        assert!(check_static_arm64(b"not an elf").is_err());
         // A minimal static arm64 ELF header with no program headers.
         let mut elf = vec![0u8; 64];
         elf[..4].copy_from_slice(b"\x7fELF");
         elf[4] = 2;
         elf[5] = 1;
         elf[18] = 183;
-        assert!(check_busybox(&elf).is_ok());
+        assert!(check_static_arm64(&elf).is_ok());
         // One PT_INTERP program header makes it dynamic.
         elf[0x20] = 64;
         elf[0x36] = 56;
         elf[0x38] = 1;
         elf.resize(64 + 56, 0);
         elf[64] = 3;
-        assert!(check_busybox(&elf).is_err());
+        assert!(check_static_arm64(&elf).is_err());
         elf[18] = 62; // x86-64
-        assert!(check_busybox(&elf).is_err());
+        assert!(check_static_arm64(&elf).is_err());
     }
 
     #[test]

@@ -115,13 +115,34 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
             release_artifact(TASK_TARGET, "faultstorm"),
         );
     }
-    if let Some(vm) = system.vms.first() {
-        // The VMM embeds its Linux guest: kernel, initramfs, device tree.
-        let g = crate::guest::linux_guest(vm.vcpus, &vm.cmdline)?;
+    if !system.vms.is_empty() {
+        // The VMM embeds its Linux guests: kernel and initramfs, and per VM its name,
+        // vCPU count and device tree (the list format is `userland/vmm/src/linux.rs`'s).
+        let mut list = b"BHVM".to_vec();
+        list.extend_from_slice(&(system.vms.len() as u32).to_le_bytes());
+        let mut files = None;
+        for vm in &system.vms {
+            let g = crate::guest::linux_guest(vm.vcpus, &vm.cmdline)?;
+            let dtb = std::fs::read(&g.dtb)
+                .with_context(|| format!("cannot read {}", g.dtb.display()))?;
+            let mut name = [0u8; 16];
+            name[..vm.name.len()].copy_from_slice(vm.name.as_bytes());
+            list.extend_from_slice(&name);
+            list.extend_from_slice(&(vm.vcpus as u32).to_le_bytes());
+            list.extend_from_slice(&(dtb.len() as u32).to_le_bytes());
+            list.extend_from_slice(&dtb);
+            list.resize(list.len().div_ceil(8) * 8, 0);
+            files = Some(g);
+        }
+        let g = files.expect("at least one VM");
+        let vms = out.join("vms.bin");
+        if std::fs::read(&vms).ok().as_deref() != Some(list.as_slice()) {
+            std::fs::write(&vms, &list)
+                .with_context(|| format!("cannot write {}", vms.display()))?;
+        }
         cmd.env("BULKHEAD_GUEST_LINUX_IMAGE", &g.image)
             .env("BULKHEAD_GUEST_LINUX_INITRD", &g.initrd)
-            .env("BULKHEAD_GUEST_LINUX_DTB", &g.dtb)
-            .env("BULKHEAD_GUEST_LINUX_VCPUS", vm.vcpus.to_string());
+            .env("BULKHEAD_GUEST_LINUX_VMS", &vms);
     }
     for b in &binaries {
         cmd.args(["-p", b]);

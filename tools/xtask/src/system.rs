@@ -84,6 +84,11 @@ pub struct Vm {
     pub cmdline: String,
 }
 
+/// Most VMs a system holds (one VMM task serves them all for now).
+pub const MAX_VMS: usize = 3;
+/// The name of the VMM task that serves a system's VMs.
+pub const VMM_TASK: &str = "vmm";
+
 /// The kernel command line of a VM that names none.
 pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 cma=0";
 
@@ -281,10 +286,9 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         .map(check_smp)
         .transpose()
         .map_err(|e| anyhow!("{file}: {e}"))?;
-    if raw.vm.len() > 1 {
+    if raw.vm.len() > MAX_VMS {
         bail!(
-            "{file}: {} [[vm]] tables, but a system holds one VM for now (boot tasks run one \
-             after another and only the first receives memory)",
+            "{file}: {} [[vm]] tables, but one VMM serves at most {MAX_VMS} VMs",
             raw.vm.len()
         );
     }
@@ -306,15 +310,24 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         if cmdline.len() > 1024 || cmdline.contains('\0') {
             bail!("{file}: {label}: cmdline must be at most 1024 bytes, without NUL");
         }
-        raw_tasks.push(RawTask {
-            name: rv.name.clone(),
-            binary: "vmm".into(),
-            mode: Some("vm-linux".into()),
-        });
+        if vms.iter().any(|v: &Vm| v.name == rv.name) {
+            bail!("{file}: {label}: duplicate VM name");
+        }
+        if rv.name.is_empty() || rv.name.len() > 16 || !rv.name.chars().all(valid_name_char) {
+            bail!("{file}: {label}: a VM name is 1 to 16 ASCII letters, digits, `-`, `_`, `.`");
+        }
         vms.push(Vm {
             name: rv.name,
             vcpus: vcpus as u64,
             cmdline,
+        });
+    }
+    if !vms.is_empty() {
+        // One VMM task serves every VM, as the first task (it needs the memory).
+        raw_tasks.push(RawTask {
+            name: VMM_TASK.into(),
+            binary: "vmm".into(),
+            mode: Some("vm-linux".into()),
         });
     }
     raw_tasks.append(&mut raw.task);

@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn scenario_fields() {
         let s = parse(
-            "description = \"d\"\nsystem = \"systems/default.toml\"\nsmp = [1, 8]\n\
+            "description = \"d\"\nsystem = \"tests/systems/boot.toml\"\nsmp = [1, 8]\n\
              expect = [\"a\", \"b\"]\nexit_status = 0\n",
         )
         .unwrap();
@@ -351,6 +351,6 @@ mod tests {
             let s = Scenario::parse(&file, &text).unwrap();
             system::load(&root.join(&s.system)).unwrap();
         }
-        system::load(&root.join("systems/default.toml")).unwrap();
+        system::load(&root.join("tests/systems/boot.toml")).unwrap();
     }
 }

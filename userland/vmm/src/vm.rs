@@ -7,25 +7,19 @@ use bulkhead_sys::{
 
 /// The root CNode's own cap (boot tasks get it in slot 1).
 const ROOT: u64 = 1;
-/// Slots this VMM uses for its objects (clear of the boot caps).
-const S_VSPACE: u64 = 600;
-const S_POOL: u64 = 601;
-const S_RAM: u64 = 602;
-const S_EP: u64 = 603;
-const fn s_ep(i: u64) -> u64 {
-    610 + i
+/// The endpoint every vCPU's exits arrive on (badge = VM index << 8 | vCPU + 1).
+const S_EP: u64 = 599;
+/// Slots of VM `i`'s objects start at 600 + 100 i (clear of the boot caps).
+const fn slot_base(i: u64) -> u64 {
+    600 + 100 * i
 }
-const fn s_tcb(i: u64) -> u64 {
-    620 + i
-}
-const fn s_vcpu(i: u64) -> u64 {
-    630 + i
-}
+/// Most VMs one VMM serves.
+pub const MAX_VMS: u64 = 3;
 
 /// Guest RAM of the test guest: IPA and size (log2).
 pub const RAM_IPA: u64 = 0x4000_0000;
 pub const RAM_BITS: u32 = 26;
-/// Where the VMM sees guest RAM in its own address space.
+/// Where the VMM sees guest RAM in its own address space (VM `i` at + i GiB).
 pub const RAM_WINDOW: u64 = 0x80_0000_0000;
 /// Table pool size (log2): 255 tables.
 const POOL_BITS: u32 = 20;
@@ -47,6 +41,7 @@ const HVC_CHURN: u64 = 0xc600_0001;
 const HVC_TEARDOWN: u64 = 0xc600_0002;
 const HVC_BENCH: u64 = 0xc600_0003;
 const HVC_NULL: u64 = 0xc600_0004;
+const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
 
 fn info(label: u64) -> MessageInfo {
     MessageInfo::new(label, 4)
@@ -70,8 +65,23 @@ pub fn make(ty: ObjectType, bits: u32, dest: u64) -> Result<(), Error> {
     Err(last)
 }
 
+/// What a VM runs, so that a reset can load it again.
+#[derive(Clone, Copy)]
+pub struct Boot {
+    /// Its kernel image, where it goes, and its entry point.
+    pub image: &'static [u8],
+    pub image_at: u64,
+    pub entry: u64,
+    /// Its initramfs and device tree, and where they go.
+    pub initrd: &'static [u8],
+    pub initrd_at: u64,
+    pub dtb: &'static [u8],
+    pub dtb_at: u64,
+}
+
 /// One VM: its capabilities' slots, the state of its vCPUs and devices.
 pub struct Vm {
+    pub index: u64,
     pub name: &'static str,
     pub vcpus: u64,
     pub ram_bits: u32,
@@ -83,77 +93,55 @@ pub struct Vm {
     /// Benchmark mode: faults at [`VMM_AREA`] are resolved by mapping frames from slot
     /// [`S_BENCH_FRAMES`] on.
     pub bench_frames: u64,
+    /// Powered off (its vCPUs are stopped).
+    pub off: bool,
+    /// What it boots (None: a test guest that cannot be reset).
+    pub boot: Option<Boot>,
+    /// Resets so far.
+    pub resets: u64,
+}
+
+impl Vm {
+    fn vspace(&self) -> u64 {
+        slot_base(self.index)
+    }
+    fn pool(&self) -> u64 {
+        slot_base(self.index) + 1
+    }
+    fn ep(&self, i: u64) -> u64 {
+        slot_base(self.index) + 10 + i
+    }
+    fn tcb(&self, i: u64) -> u64 {
+        slot_base(self.index) + 20 + i
+    }
+    fn vcpu(&self, i: u64) -> u64 {
+        slot_base(self.index) + 30 + i
+    }
+    fn window(&self) -> u64 {
+        RAM_WINDOW + (self.index << 30)
+    }
 }
 
 /// Where the benchmark guest takes faults this VMM resolves.
 pub const VMM_AREA: u64 = 0x8000_0000;
 /// First slot of the benchmark's 4 KiB frames.
-pub const S_BENCH_FRAMES: u64 = 700;
+pub const S_BENCH_FRAMES: u64 = 900;
 
-/// Creates the VM's objects (`2^ram_bits` bytes of RAM at [`RAM_IPA`]); guest RAM is
-/// mapped at [`RAM_WINDOW`] for loading.
-pub fn build(name: &'static str, vcpus: u64, ram_bits: u32) -> Result<Vm, Error> {
-    make(ObjectType::VSpace, 0, S_VSPACE)?;
-    make(ObjectType::TablePool, POOL_BITS, S_POOL)?;
-    make(ObjectType::Frame, ram_bits, S_RAM)?;
-    make(ObjectType::Endpoint, 0, S_EP)?;
-    call(
-        S_VSPACE,
-        info(invocation::VSPACE_CONFIGURE),
-        [S_POOL, 0, 0, 0],
-    )?;
-    call(
-        S_RAM,
-        info(invocation::FRAME_MAP),
-        [
-            invocation::SELF_SPACE,
-            RAM_WINDOW,
-            map_rights::READ | map_rights::WRITE,
-            0,
-        ],
-    )?;
-    call(
-        S_VSPACE,
-        info(invocation::VSPACE_BIND_REGION),
-        [S_RAM, RAM_IPA, map_rights::RWX, 0],
-    )?;
-    for i in 0..vcpus {
-        make(ObjectType::Tcb, 0, s_tcb(i))?;
-        make(ObjectType::Vcpu, 0, s_vcpu(i))?;
-        // Each vCPU's faults come with its own badge.
-        call(
-            ROOT,
-            info(invocation::CNODE_MINT),
-            [
-                s_ep(i),
-                S_EP,
-                64 | 64 << 8 | (rights::ALL as u64) << 16,
-                i + 1,
-            ],
-        )?;
-        call(
-            s_tcb(i),
-            info(invocation::TCB_CONFIGURE),
-            [ROOT, VCPU_PRIORITY, s_ep(i), 0],
-        )?;
-        call(
-            s_tcb(i),
-            info(invocation::TCB_SET_SPACE),
-            [S_VSPACE, 0, 0, 0],
-        )?;
-        call(s_tcb(i), info(invocation::TCB_SET_AFFINITY), [i, 0, 0, 0])?;
-        call(
-            s_vcpu(i),
-            info(invocation::VCPU_BIND_TCB),
-            [s_tcb(i), 0, 0, 0],
-        )?;
-        call(
-            s_vcpu(i),
-            info(invocation::VCPU_WRITE_SYSREG),
-            [vcpu_reg::VMPIDR, i, 0, 0],
-        )?;
+/// Creates VM `index`'s objects (`2^ram_bits` bytes of RAM at [`RAM_IPA`], vCPU `i` on
+/// core `first_core + i`, or core 0 where that core is not online); guest RAM is mapped
+/// into the VMM's own space at [`Vm::window`] for loading.
+pub fn build(
+    index: u64,
+    name: &'static str,
+    vcpus: u64,
+    ram_bits: u32,
+    first_core: u64,
+) -> Result<Vm, Error> {
+    if index >= MAX_VMS || vcpus > 8 {
+        return Err(Error::RangeError);
     }
-    Ok(Vm {
+    let mut vm = Vm {
+        index,
         name,
         vcpus,
         ram_bits,
@@ -163,7 +151,85 @@ pub fn build(name: &'static str, vcpus: u64, ram_bits: u32) -> Result<Vm, Error>
         passed: false,
         churns: 0,
         bench_frames: 0,
-    })
+        off: false,
+        boot: None,
+        resets: 0,
+    };
+    let ram = slot_base(index) + 2;
+    if index == 0 {
+        make(ObjectType::Endpoint, 0, S_EP)?;
+    }
+    make(ObjectType::VSpace, 0, vm.vspace())?;
+    make(ObjectType::TablePool, POOL_BITS, vm.pool())?;
+    make(ObjectType::Frame, ram_bits, ram)?;
+    call(
+        vm.vspace(),
+        info(invocation::VSPACE_CONFIGURE),
+        [vm.pool(), 0, 0, 0],
+    )?;
+    call(
+        ram,
+        info(invocation::FRAME_MAP),
+        [
+            invocation::SELF_SPACE,
+            vm.window(),
+            map_rights::READ | map_rights::WRITE,
+            0,
+        ],
+    )?;
+    call(
+        vm.vspace(),
+        info(invocation::VSPACE_BIND_REGION),
+        [ram, RAM_IPA, map_rights::RWX, 0],
+    )?;
+    for i in 0..vcpus {
+        make(ObjectType::Tcb, 0, vm.tcb(i))?;
+        make(ObjectType::Vcpu, 0, vm.vcpu(i))?;
+        // Each vCPU's faults come with its own badge.
+        call(
+            ROOT,
+            info(invocation::CNODE_MINT),
+            [
+                vm.ep(i),
+                S_EP,
+                64 | 64 << 8 | (rights::ALL as u64) << 16,
+                index << 8 | (i + 1),
+            ],
+        )?;
+        call(
+            vm.tcb(i),
+            info(invocation::TCB_CONFIGURE),
+            [ROOT, VCPU_PRIORITY, vm.ep(i), 0],
+        )?;
+        call(
+            vm.tcb(i),
+            info(invocation::TCB_SET_SPACE),
+            [vm.vspace(), 0, 0, 0],
+        )?;
+        let core = first_core + i;
+        if call(
+            vm.tcb(i),
+            info(invocation::TCB_SET_AFFINITY),
+            [core, 0, 0, 0],
+        )
+        .is_err()
+        {
+            call(vm.tcb(i), info(invocation::TCB_SET_AFFINITY), [0, 0, 0, 0])?;
+        }
+        call(
+            vm.vcpu(i),
+            info(invocation::VCPU_BIND_TCB),
+            [vm.tcb(i), 0, 0, 0],
+        )?;
+        call(
+            vm.vcpu(i),
+            info(invocation::VCPU_WRITE_SYSREG),
+            [vcpu_reg::VMPIDR, i, 0, 0],
+        )?;
+    }
+    vm.on = [false; 8];
+    let _ = &mut vm;
+    Ok(vm)
 }
 
 /// Copies `data` into guest RAM at IPA `at` through the window (bounds checked).
@@ -172,7 +238,7 @@ pub fn copy_in(vm: &Vm, at: u64, data: &[u8]) -> Result<(), Error> {
     if at < RAM_IPA || at.saturating_add(data.len() as u64) > ram_end {
         return Err(Error::RangeError);
     }
-    let dst = RAM_WINDOW + (at - RAM_IPA);
+    let dst = vm.window() + (at - RAM_IPA);
     // SAFETY: the destination range lies in guest RAM (checked above), which is mapped
     // read/write at RAM_WINDOW in our own address space and used by nothing else before
     // the guest starts; it cannot overlap `data` (our image or stack).
@@ -195,11 +261,11 @@ pub fn load(vm: &Vm, elf: &[u8]) -> Result<u64, Error> {
 /// Starts vCPU `i` at `pc` with `x0 = arg`.
 pub fn start(vm: &mut Vm, i: u64, pc: u64, arg: u64) -> Result<(), Error> {
     call(
-        s_tcb(i),
+        vm.tcb(i),
         info(invocation::TCB_WRITE_REGISTERS),
         [pc, 0, arg, 0],
     )?;
-    call(s_tcb(i), info(invocation::TCB_RESUME), [0; 4])?;
+    call(vm.tcb(i), info(invocation::TCB_RESUME), [0; 4])?;
     vm.on[i as usize] = true;
     Ok(())
 }
@@ -210,7 +276,9 @@ pub enum After {
     Reply(Msg),
     /// No reply (the vCPU stays stopped).
     Hold,
-    /// The VM is over; the VMM ends with this status.
+    /// The VM is over: its vCPUs stop; `true` if it ended as it should.
+    Off(bool),
+    /// The VMM cannot go on: it ends with this status.
     End(u64),
 }
 
@@ -244,7 +312,7 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
         PSCI_VERSION => results(0x1_0001),
         PSCI_FEATURES => results(match x[1] {
             PSCI_VERSION | PSCI_CPU_ON | PSCI_CPU_OFF | PSCI_AFFINITY_INFO | PSCI_SYSTEM_OFF
-            | PSCI_FEATURES => 0,
+            | PSCI_SYSTEM_RESET | PSCI_FEATURES => 0,
             _ => PSCI_NOT_SUPPORTED,
         }),
         PSCI_CPU_ON => {
@@ -276,29 +344,33 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
             let name = vm.name;
             vm.uart.flush(&mut |l| console_line(name, l, &mut false));
             defmt::info!("vmm: {=str}: the guest powered its VM off", name);
-            After::End(if vm.passed { 0 } else { 1 })
+            After::Off(vm.passed)
         }
         HVC_CHURN => {
             vm.churns += 1;
             let r = match x[1] {
                 1 => retrying(|| {
                     call_ret(
-                        S_VSPACE,
+                        vm.vspace(),
                         info(invocation::VSPACE_UNMAP_RANGE),
                         [x[2], x[3], 0, 0],
                     )
                 }),
                 2 => retrying(|| {
                     call(
-                        S_VSPACE,
+                        vm.vspace(),
                         info(invocation::VSPACE_COLLAPSE),
                         [x[2], x[3], 0, 0],
                     )
                     .map(|()| [0; 2])
                 }),
                 3 => retrying(|| {
-                    call(S_VSPACE, info(invocation::VSPACE_SPLIT), [x[2], x[3], 0, 0])
-                        .map(|()| [0; 2])
+                    call(
+                        vm.vspace(),
+                        info(invocation::VSPACE_SPLIT),
+                        [x[2], x[3], 0, 0],
+                    )
+                    .map(|()| [0; 2])
                 }),
                 _ => Err(Error::InvalidArgument),
             };
@@ -316,6 +388,7 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
             }
         }
         HVC_TEARDOWN => teardown(vm),
+        PSCI_SYSTEM_RESET => reset(vm),
         HVC_NULL => results(0),
         HVC_BENCH => {
             let name = match x[1] {
@@ -340,11 +413,15 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
 /// every table went back to the pool.
 fn teardown(vm: &mut Vm) -> After {
     let running = vm.on[1..vm.vcpus as usize].iter().filter(|o| **o).count();
-    if let Err(e) = call(ROOT, info(invocation::CNODE_DELETE), [S_VSPACE, 0, 64, 0]) {
+    if let Err(e) = call(
+        ROOT,
+        info(invocation::CNODE_DELETE),
+        [vm.vspace(), 0, 64, 0],
+    ) {
         defmt::error!("vmm: deleting the VSpace failed: {}", e as u64);
         return After::End(1);
     }
-    let [free, total] = match call_ret(S_POOL, info(invocation::POOL_INFO), [0; 4]) {
+    let [free, total] = match call_ret(vm.pool(), info(invocation::POOL_INFO), [0; 4]) {
         Ok(v) => v,
         Err(_) => return After::End(1),
     };
@@ -361,7 +438,7 @@ fn teardown(vm: &mut Vm) -> After {
             vm.churns
         );
     }
-    After::End(if ok { 0 } else { 1 })
+    After::Off(ok)
 }
 
 fn console_line(name: &str, s: &str, passed: &mut bool) {
@@ -371,7 +448,8 @@ fn console_line(name: &str, s: &str, passed: &mut bool) {
     }
 }
 
-fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
+fn mmio(vm: &mut Vm, vcpu: u64, m: &Msg) -> After {
+    let name = vm.name;
     let (ipa, esr, value) = (m.mr[1], m.mr[2], m.mr[3]);
     let isv = esr & (1 << 24) != 0;
     let write = esr & (1 << 6) != 0;
@@ -402,7 +480,7 @@ fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
             slot,
             info(invocation::FRAME_MAP),
             [
-                S_VSPACE,
+                vm.vspace(),
                 ipa & !0xfff,
                 map_rights::READ | map_rights::WRITE,
                 0,
@@ -438,14 +516,13 @@ fn mmio(vm: &mut Vm, name: &str, m: &Msg) -> After {
         }
     }
     if !isv || !(UART..UART + 0x1000).contains(&ipa) {
-        defmt::error!(
-            "vmm: {=str}: access at IPA {=u64:#x} (ESR {=u64:#x}, pc {=u64:#x}) has no device",
+        defmt::warn!(
+            "vmm: {=str}: access at IPA {=u64:#x} (pc {=u64:#x}) hits no RAM and no device: external abort injected",
             name,
             ipa,
-            esr,
             m.mr[0]
         );
-        return After::End(1);
+        return inject_abort(vm, vcpu, m, false);
     }
     if write {
         let passed = &mut vm.passed;
@@ -473,7 +550,7 @@ fn sysreg(vm: &mut Vm, vcpu: u64, m: &Msg) -> After {
                 if targets & (1 << t) != 0 {
                     let prio = gic.priority(t as usize, intid) as u64;
                     let _ = call(
-                        s_vcpu(t),
+                        vm.vcpu(t),
                         info(invocation::VCPU_INJECT_IRQ),
                         [intid as u64, prio, 0, 0],
                     );
@@ -491,22 +568,136 @@ fn sysreg(vm: &mut Vm, vcpu: u64, m: &Msg) -> After {
     )
 }
 
-/// Serves exits until the VM ends; returns the VMM's exit status.
-pub fn serve(vm: &mut Vm, name: &str) -> u64 {
+/// Injects a synchronous external abort into vCPU `vcpu` of `vm` for the access of
+/// fault message `m`, the way the architecture takes one to EL1 (Arm ARM D1.10:
+/// ESR_EL1, ELR_EL1, SPSR_EL1 saved; PSTATE to EL1h with DAIF masked; the vector of the
+/// level it came from), and lets it run there. FAR_EL1 is not known to the VMM (it gets
+/// the IPA), so the syndrome says so (FnV).
+fn inject_abort(vm: &mut Vm, vcpu: u64, m: &Msg, instruction: bool) -> After {
+    let tcb = vm.tcb(vcpu);
+    let v = vm.vcpu(vcpu);
+    let reg = |r: u64| {
+        call_ret(tcb, info(invocation::TCB_READ_REGISTER), [r, 0, 0, 0]).map_or(0, |x| x[0])
+    };
+    let spsr = reg(bulkhead_sys::reg::SPSR);
+    let pc = m.mr[0];
+    let from_el0 = spsr & 0xf == 0;
+    let vbar = call_ret(
+        v,
+        info(invocation::VCPU_READ_SYSREG),
+        [vcpu_reg::VBAR_EL1, 0, 0, 0],
+    )
+    .map_or(0, |x| x[0]);
+    let offset = if from_el0 {
+        0x400
+    } else if spsr & 1 != 0 {
+        0x200
+    } else {
+        0
+    };
+    let ec: u64 = match (instruction, from_el0) {
+        (true, true) => 0x20,
+        (true, false) => 0x21,
+        (false, true) => 0x24,
+        (false, false) => 0x25,
+    };
+    // IL, FnV, synchronous external abort; WnR as the access was.
+    let esr = (ec << 26) | (1 << 25) | (m.mr[2] & (1 << 6)) | (1 << 10) | 0x10;
+    let sys = |r: u64, val: u64| call(v, info(invocation::VCPU_WRITE_SYSREG), [r, val, 0, 0]);
+    let wr = |r: u64, val: u64| call(tcb, info(invocation::TCB_WRITE_REGISTER), [r, val, 0, 0]);
+    let ok = sys(vcpu_reg::ESR_EL1, esr).is_ok()
+        && sys(vcpu_reg::ELR_EL1, pc).is_ok()
+        && sys(vcpu_reg::SPSR_EL1, spsr).is_ok()
+        && sys(vcpu_reg::FAR_EL1, 0).is_ok()
+        && wr(bulkhead_sys::reg::SPSR, 0x3c5).is_ok()
+        && wr(bulkhead_sys::reg::PC, vbar + offset).is_ok();
+    if !ok {
+        defmt::error!("vmm: {=str}: injecting an abort failed", vm.name);
+        return After::Off(false);
+    }
+    // Resume where the registers now say (the guest's vector).
+    After::Reply(Msg::default())
+}
+
+/// Stops every vCPU of `vm`.
+fn stop_all(vm: &mut Vm) {
+    for i in 0..vm.vcpus {
+        let _ = call(vm.tcb(i), info(invocation::TCB_SUSPEND), [0; 4]);
+        vm.on[i as usize] = false;
+    }
+}
+
+/// PSCI SYSTEM_RESET: the VM starts again from its images (its other vCPUs are stopped,
+/// every vCPU's EL1 state goes back to reset values, the devices are reset); a VM without
+/// images (a test guest) is powered off instead.
+fn reset(vm: &mut Vm) -> After {
+    let Some(b) = vm.boot else {
+        return After::Off(vm.passed);
+    };
+    stop_all(vm);
+    for i in 0..vm.vcpus {
+        for r in 0..vcpu_reg::COUNT {
+            let val = match r {
+                vcpu_reg::SCTLR_EL1 => 0x30d0_0800,
+                vcpu_reg::VMPIDR => i,
+                _ => 0,
+            };
+            let _ = call(
+                vm.vcpu(i),
+                info(invocation::VCPU_WRITE_SYSREG),
+                [r, val, 0, 0],
+            );
+        }
+    }
+    vm.uart = crate::pl011::Pl011::default();
+    if vm.gic.is_some() {
+        vm.gic = Some(crate::gic::Gic::new(vm.vcpus as usize));
+    }
+    vm.resets += 1;
+    let go = || -> Result<(), Error> {
+        copy_in(vm, b.image_at, b.image)?;
+        copy_in(vm, b.initrd_at, b.initrd)?;
+        copy_in(vm, b.dtb_at, b.dtb)
+    };
+    if go().is_err() || start(vm, 0, b.entry, b.dtb_at).is_err() {
+        defmt::error!("vmm: {=str}: restarting failed", vm.name);
+        return After::Off(false);
+    }
+    defmt::info!(
+        "vmm: {=str}: the guest reset its VM; restarted (reset {=u64})",
+        vm.name,
+        vm.resets
+    );
+    After::Hold
+}
+
+/// Serves the exits of every VM until all are off; returns the VMM's exit status (0 when
+/// every VM ended as it should).
+pub fn serve(vms: &mut [Vm]) -> u64 {
+    let mut status = 0;
     let (mut err, mut m) = ipc(Syscall::Recv, S_EP, &Msg::default());
     loop {
         if err != 0 {
             defmt::error!("vmm: receive failed: {=u64}", err);
             return 1;
         }
-        let vcpu = m.badge.wrapping_sub(1);
-        if vcpu >= vm.vcpus {
+        let (index, vcpu) = (m.badge >> 8, (m.badge & 0xff).wrapping_sub(1));
+        let Some(vm) = vms.get_mut(index as usize).filter(|vm| vcpu < vm.vcpus) else {
             defmt::error!("vmm: message with unknown badge {=u64}", m.badge);
             return 1;
-        }
+        };
+        let name = vm.name;
         let after = match MessageInfo(m.info).label() {
             fault::HYPERCALL | fault::SMC => psci(vm, vcpu, m.mr),
-            fault::VM_DATA_ABORT => mmio(vm, name, &m),
+            fault::VM_DATA_ABORT => mmio(vm, vcpu, &m),
+            fault::VM_INSTRUCTION_ABORT => {
+                defmt::warn!(
+                    "vmm: {=str}: instruction fetch at IPA {=u64:#x} outside RAM: external abort injected",
+                    name,
+                    m.mr[1]
+                );
+                inject_abort(vm, vcpu, &m, true)
+            }
             fault::SYSREG => sysreg(vm, vcpu, &m),
             other => {
                 defmt::error!(
@@ -520,7 +711,7 @@ pub fn serve(vm: &mut Vm, name: &str) -> u64 {
                 );
                 let el1 = |r: u64| {
                     call_ret(
-                        s_vcpu(vcpu),
+                        vm.vcpu(vcpu),
                         info(invocation::VCPU_READ_SYSREG),
                         [r, 0, 0, 0],
                     )
@@ -534,15 +725,31 @@ pub fn serve(vm: &mut Vm, name: &str) -> u64 {
                     el1(vcpu_reg::ELR_EL1),
                     el1(vcpu_reg::FAR_EL1),
                     m.info,
-                    call_ret(s_tcb(vcpu), info(invocation::TCB_READ_REGISTER), [32, 0, 0, 0])
+                    call_ret(vm.tcb(vcpu), info(invocation::TCB_READ_REGISTER), [32, 0, 0, 0])
                         .map_or(0, |v| v[0])
                 );
-                After::End(1)
+                After::Off(false)
             }
         };
         (err, m) = match after {
             After::Reply(r) => ipc(Syscall::ReplyRecv, S_EP, &r),
             After::Hold => ipc(Syscall::Recv, S_EP, &Msg::default()),
+            After::Off(ok) => {
+                stop_all(vm);
+                vm.off = true;
+                if !ok {
+                    status = 1;
+                }
+                defmt::info!(
+                    "vmm: VM {=str} is off{=str}",
+                    name,
+                    if ok { "" } else { " (it failed)" }
+                );
+                if vms.iter().all(|v| v.off) {
+                    return status;
+                }
+                ipc(Syscall::Recv, S_EP, &Msg::default())
+            }
             After::End(status) => return status,
         };
     }
@@ -557,7 +764,7 @@ pub fn bench(frames: u64) -> u64 {
         return 2;
     }
     let run = || -> Result<u64, Error> {
-        let mut vm = build("bench", 1, RAM_BITS)?;
+        let mut vm = build(0, "bench", 1, RAM_BITS, 0)?;
         for i in 0..frames {
             make(ObjectType::Frame4K, 0, S_BENCH_FRAMES + i)?;
         }
@@ -565,7 +772,7 @@ pub fn bench(frames: u64) -> u64 {
         vm.passed = true;
         let entry = load(&vm, FAULTSTORM)?;
         start(&mut vm, 0, entry, 1)?;
-        Ok(serve(&mut vm, "bench"))
+        Ok(serve(core::slice::from_mut(&mut vm)))
     };
     run().unwrap_or_else(|e| {
         defmt::error!("vmm: building the benchmark VM failed: {}", e as u64);
@@ -576,11 +783,11 @@ pub fn bench(frames: u64) -> u64 {
 /// The populate benchmark VM: 4 vCPUs fault in guest RAM (the guest's mode 2).
 pub fn populate() -> u64 {
     let run = || -> Result<u64, Error> {
-        let mut vm = build("populate", 4, RAM_BITS)?;
+        let mut vm = build(0, "populate", 4, RAM_BITS, 0)?;
         vm.passed = true;
         let entry = load(&vm, FAULTSTORM)?;
         start(&mut vm, 0, entry, 2)?;
-        Ok(serve(&mut vm, "populate"))
+        Ok(serve(core::slice::from_mut(&mut vm)))
     };
     run().unwrap_or_else(|e| {
         defmt::error!("vmm: building the populate VM failed: {}", e as u64);
@@ -595,7 +802,7 @@ pub fn faultstorm() -> u64 {
         return 2;
     }
     let run = || -> Result<u64, Error> {
-        let mut vm = build("faultstorm", 4, RAM_BITS)?;
+        let mut vm = build(0, "faultstorm", 4, RAM_BITS, 0)?;
         let entry = load(&vm, FAULTSTORM)?;
         defmt::info!(
             "vmm: VM faultstorm: 4 vCPUs, {=u64} MiB of RAM at IPA {=u64:#x} bound as a region, entry {=u64:#x}",
@@ -604,7 +811,7 @@ pub fn faultstorm() -> u64 {
             entry
         );
         start(&mut vm, 0, entry, 0)?;
-        Ok(serve(&mut vm, "faultstorm"))
+        Ok(serve(core::slice::from_mut(&mut vm)))
     };
     match run() {
         Ok(s) => s,
