@@ -7,7 +7,11 @@
 //!   counter counts instructions, so the figures repeat exactly from run to run. It runs
 //!   twice and both runs must give the same numbers.
 //! - `stage2`: the portable stage-2 walker on the host, lock-free against a global-lock
-//!   baseline, with 1 and 2 threads (`src/bin/bench-stage2.rs`, built in release).
+//!   baseline, with 1 and 2 threads (`src/bin/bench-stage2.rs`, built in release); the
+//!   in-kernel fault against a VMM round trip under -icount; guest populate wall time.
+//! - `vmexit`: guest exits served by the VMM, under -icount (the stage-2 system's run).
+//! - `boot`: wall time from QEMU's start to the Linux guest's init marker, natively and
+//!   under Bulkhead, runs alternating, and their ratio (`bench_boot`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::bench_boot;
 use crate::bench_doc::{self, GroupRecord, Recorded, Spec, NONE, NOT_MEASURED};
 use crate::image;
 use crate::qemu::{self, RunConfig};
@@ -35,6 +40,10 @@ pub const GROUPS: &[(&str, &str)] = &[
     (
         "vmexit",
         "guest exits served by the VMM, in instructions under QEMU -icount",
+    ),
+    (
+        "boot",
+        "Linux boot to its init, wall time: natively on QEMU and under Bulkhead, and the ratio",
     ),
 ];
 
@@ -286,6 +295,29 @@ const ROWS: &[Row] = &[
         "instructions",
         "physical interrupt routed to a guest's handler (needs passthrough interrupts)",
     ),
+    // tests/systems/bench-boot.toml against the same guest on QEMU directly, wall time
+    // (no icount), median of runs alternating between the two (`bench_boot`).
+    row(
+        "boot",
+        "boot-native-ms",
+        "ms",
+        "wall time from QEMU start to the guest init's first line: Debian's arm64 kernel and busybox initramfs booted directly at EL1 (2 CPUs, 256 MiB, the VM's device tree and cmdline)",
+    ),
+    row(
+        "boot",
+        "boot-bulkhead-ms",
+        "ms",
+        "the same guest as a 2-vCPU VM under Bulkhead (QEMU with 4 CPUs, entered at EL2), QEMU start to the same line",
+    ),
+    Row {
+        reference: "Bao 1.14×",
+        ..row(
+            "boot",
+            "boot-ratio",
+            "x",
+            "boot time under Bulkhead / native boot time (of the medians)",
+        )
+    },
 ];
 
 /// One measured figure.
@@ -622,6 +654,54 @@ fn run_populate() -> Result<(Vec<Figure>, String)> {
     ))
 }
 
+/// The `boot` group: Linux boot time natively and under Bulkhead (`bench_boot`).
+fn run_boot() -> Result<GroupRun> {
+    let s = bench_boot::measure(&bench_dir())?;
+    let (figures, note) = boot_figures(&s);
+    Ok(GroupRun {
+        figures,
+        notes: vec![note],
+        machine: qemu_version().map_or_else(host_machine, |v| {
+            format!("{}, QEMU {v} (wall time)", host_machine())
+        }),
+    })
+}
+
+/// The `boot` figures of the samples (medians and their ratio), and the group's note.
+fn boot_figures(s: &bench_boot::BootSamples) -> (Vec<Figure>, String) {
+    let native = median(s.native_ms.clone());
+    let bulkhead = median(s.bulkhead_ms.clone());
+    let fig = |name: &str, value: f64, unit: &str| Figure {
+        group: "boot",
+        name: name.to_string(),
+        value,
+        unit: unit.to_string(),
+    };
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let load = s.load.map_or_else(String::new, |(before, after)| {
+        format!(" (host load average {before:.2} before the runs, {after:.2} after)")
+    });
+    let note = format!(
+        "wall time, median of {} runs each, alternating (native {} ms; Bulkhead {} ms); \
+         noisy: QEMU's CPU threads ({} native, {} under Bulkhead) share the host's {} CPUs \
+         with each other and anything else running, so record on a quiet machine{load}",
+        s.native_ms.len(),
+        list(&s.native_ms),
+        list(&s.bulkhead_ms),
+        s.vcpus,
+        s.bulkhead_smp,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    (
+        vec![
+            fig("boot-native-ms", native as f64, "ms"),
+            fig("boot-bulkhead-ms", bulkhead as f64, "ms"),
+            fig("boot-ratio", bulkhead as f64 / native as f64, "x"),
+        ],
+        note,
+    )
+}
+
 /// The catalog's rows followed by any figure it does not know, as the doc shows them.
 fn specs(figures: &[Figure]) -> Vec<Spec> {
     let mut specs: Vec<Spec> = ROWS
@@ -825,6 +905,7 @@ pub fn bench(opts: &BenchOptions) -> Result<ExitCode> {
                 r.figures.retain(|f| f.name.starts_with("vmexit-"));
                 r
             }),
+            "boot" => run_boot(),
             _ => unreachable!("group {g} has no runner"),
         };
         match result {
@@ -990,6 +1071,32 @@ mod tests {
             .unwrap();
         assert!(line.contains(NOT_MEASURED), "{line}");
         assert!(!t.contains("ipc-roundtrip-4"));
+    }
+
+    #[test]
+    fn boot_medians_and_ratio() {
+        let s = bench_boot::BootSamples {
+            native_ms: vec![1100, 950, 1000],
+            bulkhead_ms: vec![2600, 2500, 3100],
+            vcpus: 2,
+            bulkhead_smp: 4,
+            load: Some((0.5, 1.25)),
+        };
+        let (figs, note) = boot_figures(&s);
+        let get = |n: &str| figs.iter().find(|f| f.name == n).unwrap();
+        assert_eq!(get("boot-native-ms").value, 1000.0);
+        assert_eq!(get("boot-bulkhead-ms").value, 2600.0);
+        assert_eq!(get("boot-bulkhead-ms").unit, "ms");
+        assert_eq!(shown_value(get("boot-ratio").value, "x"), "2.60");
+        // Every figure has its catalogued row.
+        for f in &figs {
+            assert!(ROWS
+                .iter()
+                .any(|r| r.name == f.name && r.group == "boot" && r.unit == f.unit));
+        }
+        assert!(note.contains("native 1100, 950, 1000 ms; Bulkhead 2600, 2500, 3100 ms"));
+        assert!(note.ends_with("(host load average 0.50 before the runs, 1.25 after)"));
+        assert!(!note.contains('|'));
     }
 
     #[test]

@@ -17,7 +17,8 @@ Commands:
       [--gdb] [--log LEVEL] [--raw FILE]
         Build, then boot under QEMU and print the decoded console. --expect
         patterns must match decoded lines in order; the run stops once all have.
-        --timeout 0 waits forever (default 30; --gdb also disables it).
+        --timeout 0 waits forever (default 30, 300 for systems with VMs; --gdb also
+        disables it).
         --gdb starts QEMU halted with a GDB stub on port 1234.
         --raw FILE saves the raw console bytes there (default: console.bin in
         the build directory; decoded lines go to console.log beside it).

@@ -37,8 +37,13 @@ pub const DEB_ARCH: &str = "arm64";
 ///   every CPU at once (each instance pinned to its CPU with 70% of MemFree shared out, at
 ///   least 8 MiB each), the verdict `bulkhead-guest: memtest passed on N CPU(s)` (or `... FAILED ...`), the
 ///   MemTotal line, and `poweroff -f`;
-/// - `bulkhead.linger`: the same, then `bulkhead-guest: still alive 1` .. `5` a second
-///   apart before powering off (it outlives another VM's poweroff);
+/// - `bulkhead.linger` (or `bulkhead.linger=N`): the same, then `bulkhead-guest: still
+///   alive 1` .. `N` (default 5) a second apart before powering off (it outlives another
+///   VM's poweroff or reset);
+/// - `bulkhead.reboot`: on the first boot (`bulkhead.boot=0000`, which the tools append
+///   and the VMM rewrites with its reset count), print `bulkhead-guest: rebooting` and
+///   `reboot -f` (PSCI SYSTEM_RESET); after a reset, print `bulkhead-guest: boot N after a
+///   reset` and go on with the other words;
 /// - `bulkhead.devmem=ADDR`: after the shell check, reads physical address ADDR with
 ///   busybox `devmem` and prints `bulkhead-guest: devmem ADDR -> ` and the value, or what
 ///   the shell reported (e.g. `Bus error (exit status 135)`: only that process dies), then
@@ -53,13 +58,26 @@ echo "bulkhead-guest: Linux $(uname -r) up on $cpus CPU(s)"
 
 mode=shell
 devmem_at=
+linger=5
+reboot=
+boot=0
 for word in $(cat /proc/cmdline); do
     case "$word" in
     bulkhead.poweroff) [ "$mode" = linger ] || mode=poweroff ;;
     bulkhead.linger) mode=linger ;;
+    bulkhead.linger=*) mode=linger; linger=${word#bulkhead.linger=} ;;
     bulkhead.devmem=*) devmem_at=${word#bulkhead.devmem=} ;;
+    bulkhead.reboot) reboot=1 ;;
+    bulkhead.boot=*) boot=$((1${word#bulkhead.boot=} - 10000)) ;;
     esac
 done
+if [ -n "$reboot" ]; then
+    if [ "$boot" -eq 0 ]; then
+        echo "bulkhead-guest: rebooting"
+        reboot -f
+    fi
+    echo "bulkhead-guest: boot $boot after a reset"
+fi
 
 # Centiseconds since boot.
 uptime_cs() {
@@ -115,15 +133,21 @@ poweroff)
     ;;
 linger)
     memtest_all
-    for i in 1 2 3 4 5; do
+    i=1
+    while [ "$i" -le "$linger" ]; do
         echo "bulkhead-guest: still alive $i"
-        [ "$i" -eq 5 ] || sleep 1
+        [ "$i" -eq "$linger" ] || sleep 1
+        i=$((i + 1))
     done
     poweroff -f
     ;;
 esac
 exec sh
 "#;
+
+/// The command-line word, followed by four decimal digits, that tells a guest how often
+/// its VM was reset (the VMM patches the digits in the device tree it loads).
+pub const BOOT_COUNT_WORD: &str = "bulkhead.boot=";
 
 /// `/bin/memtest`: the `guests/memtest` crate, a static Linux/arm64 program.
 pub const MEMTEST_PACKAGE: &str = "memtest";
@@ -204,7 +228,9 @@ pub fn linux_guest(vcpus: u64, cmdline: &str) -> Result<GuestFiles> {
     let initrd = linux.join("initramfs.cpio");
     write_if_changed(&initrd, &archive)?;
 
-    let blob = device_tree(vcpus, cmdline, vm_layout::INITRD, initrd_end);
+    // The VMM rewrites the four digits with its reset count when it restarts the VM.
+    let cmdline = format!("{cmdline} {BOOT_COUNT_WORD}0000");
+    let blob = device_tree(vcpus, &cmdline, vm_layout::INITRD, initrd_end);
     if blob.len() as u64 > vm_layout::DTB_MAX {
         bail!(
             "the device tree is {} bytes, more than the {} the memory map allows",

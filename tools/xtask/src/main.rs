@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_boot;
 mod bench_doc;
 mod capdiff;
 mod check;
@@ -115,6 +116,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let built = image::build(&system, &log)?;
     let timeout = match (args.gdb, args.timeout) {
         (true, _) | (false, Some(0)) => None,
+        // Linux guests take longer than the native tasks of bring-up systems.
+        (false, None) if !system.vms.is_empty() => Some(qemu::DEFAULT_VM_TIMEOUT),
         (false, t) => Some(t.unwrap_or(qemu::DEFAULT_TIMEOUT)),
     };
     let cfg = RunConfig {

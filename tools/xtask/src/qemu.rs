@@ -18,6 +18,8 @@ use crate::setup::QEMU;
 
 /// Seconds a run may take when nothing else is said.
 pub const DEFAULT_TIMEOUT: u64 = 30;
+/// `run`'s default timeout for a system with Linux VMs, in seconds.
+pub const DEFAULT_VM_TIMEOUT: u64 = 300;
 /// Decoded lines kept for failure reports.
 pub const TAIL_LINES: usize = 40;
 /// How long output is still read after the kernel reports a failure.

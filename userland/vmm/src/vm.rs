@@ -657,7 +657,20 @@ fn reset(vm: &mut Vm) -> After {
     let go = || -> Result<(), Error> {
         copy_in(vm, b.image_at, b.image)?;
         copy_in(vm, b.initrd_at, b.initrd)?;
-        copy_in(vm, b.dtb_at, b.dtb)
+        copy_in(vm, b.dtb_at, b.dtb)?;
+        // The guest learns its boot count from `bulkhead.boot=NNNN` on its command line.
+        const WORD: &[u8] = b"bulkhead.boot=";
+        if let Some(at) = b.dtb.windows(WORD.len()).position(|w| w == WORD) {
+            let n = vm.resets.min(9999);
+            let digits = [
+                b'0' + (n / 1000) as u8,
+                b'0' + (n / 100 % 10) as u8,
+                b'0' + (n / 10 % 10) as u8,
+                b'0' + (n % 10) as u8,
+            ];
+            copy_in(vm, b.dtb_at + (at + WORD.len()) as u64, &digits)?;
+        }
+        Ok(())
     };
     if go().is_err() || start(vm, 0, b.entry, b.dtb_at).is_err() {
         defmt::error!("vmm: {=str}: restarting failed", vm.name);
