@@ -42,10 +42,13 @@ const PRIORITIES: u64 = 0x400;
 pub const MAX_VIRQ: u64 = 1020;
 
 /// HCR_EL2 while a guest runs: VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU = inner
-/// shareable | TSC | TACR | RW. TGE and DC are clear, so the guest's own stage 1 is
+/// shareable | TSC | TACR | TSW | RW. TGE and DC are clear, so the guest's own stage 1 is
 /// used; FB and BSU make its TLB and barrier maintenance broadcast; TSC sends its SMCs
-/// here (its VMM emulates firmware). WFI/WFE are not trapped: a waiting guest waits on
-/// its core (a later change traps them and blocks the thread).
+/// here (its VMM emulates firmware); TSW traps data-cache maintenance by set/way, which
+/// would act on caches shared with other VMs (its VMM treats it as done: with the caches
+/// coherent, by-set/way operations have nothing to do for a guest). WFI/WFE are not
+/// trapped: a waiting guest waits on its core (a later change traps them and blocks the
+/// thread).
 pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 2)
@@ -56,6 +59,7 @@ pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 10)
     | (1 << 19)
     | (1 << 21)
+    | (1 << 22)
     | (1 << 31);
 
 /// CNTHCTL_EL2 for native threads: EL0/EL1 may use the physical counter and timer (each
@@ -121,6 +125,7 @@ pub fn switch(prev: u64, next: u64) {
         } else {
             CNTHCTL_NATIVE
         });
+        virt::trap_debug(nv != 0);
     }
 }
 

@@ -161,6 +161,32 @@ pub fn set_hcr(v: u64) {
     sysreg_write!("hcr_el2", v);
 }
 
+/// MDCR_EL2 trap bits while a guest runs: debug registers (TDA), the OS lock and
+/// double-lock registers (TDOSA), debug ROM registers (TDRA) and, except in test builds
+/// (whose benchmarks read the cycle counter from the guest), the PMU (TPM, TPMCR). A
+/// guest's accesses then reach its VMM as system-register exits.
+const MDCR_GUEST_TRAPS: u64 = (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | if cfg!(feature = "test-build") {
+        0
+    } else {
+        (1 << 6) | (1 << 5)
+    };
+
+/// Sets MDCR_EL2's guest traps on or off (HPMN and the other fields stay).
+pub fn trap_debug(guest: bool) {
+    let v = sysreg_read!("mdcr_el2");
+    sysreg_write!(
+        "mdcr_el2",
+        if guest {
+            v | MDCR_GUEST_TRAPS
+        } else {
+            v & !MDCR_GUEST_TRAPS
+        }
+    );
+}
+
 /// Writes CNTHCTL_EL2 (EL1 access to the physical counter and timer).
 pub fn set_cnthctl(v: u64) {
     sysreg_write!("cnthctl_el2", v);
