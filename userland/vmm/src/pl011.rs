@@ -63,7 +63,7 @@ impl Pl011 {
             IFLS => self.ifls,
             IMSC => self.imsc,
             DMACR => self.dmacr,
-            0xfe0..=0xffc if off % 4 == 0 => ID[((off - 0xfe0) / 4) as usize] as u64,
+            0xfe0..=0xffc if off.is_multiple_of(4) => ID[((off - 0xfe0) / 4) as usize] as u64,
             _ => 0,
         }
     }
