@@ -177,3 +177,100 @@ impl CapView {
         }
     }
 }
+
+/// A capability as the model keeps it in a slot: a cap to a memory object (what both
+/// implementations report in a [`crate::Snapshot`]), or one of the kernel's authorities
+/// that name no memory (left out of snapshots, as the kernel harness leaves them out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cap {
+    /// A cap to a memory object.
+    Mem(CapView),
+    /// The authority to claim interrupts (`IrqControlGet`).
+    IrqControl,
+    /// The authority over one claimed interrupt.
+    IrqHandler(u32),
+}
+
+/// What a cap names: a memory object, the IRQ control authority, or one claimed IRQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Named {
+    /// A memory object.
+    Mem(ObjRef),
+    /// The IRQ control authority (one, with no state).
+    IrqControl,
+    /// The handler object of one interrupt ID.
+    IrqHandler(u32),
+}
+
+/// A cap that names no memory, as [`crate::Model::irq_caps`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IrqCap {
+    /// An IRQControl cap.
+    Control,
+    /// An IRQHandler cap for this interrupt ID.
+    Handler(u32),
+}
+
+impl Cap {
+    /// The memory cap, if this is one.
+    pub(crate) fn view(&self) -> Option<CapView> {
+        match *self {
+            Cap::Mem(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The IRQ cap, if this is one.
+    pub(crate) fn irq(&self) -> Option<IrqCap> {
+        match *self {
+            Cap::Mem(_) => None,
+            Cap::IrqControl => Some(IrqCap::Control),
+            Cap::IrqHandler(irq) => Some(IrqCap::Handler(irq)),
+        }
+    }
+
+    /// What the cap names.
+    pub(crate) fn named(&self) -> Named {
+        match *self {
+            Cap::Mem(v) => Named::Mem(v.object()),
+            Cap::IrqControl => Named::IrqControl,
+            Cap::IrqHandler(irq) => Named::IrqHandler(irq),
+        }
+    }
+
+    /// True for an Untyped cap (which Copy, Mint and Grant refuse).
+    pub(crate) fn is_untyped(&self) -> bool {
+        matches!(self, Cap::Mem(CapView::Untyped { .. }))
+    }
+
+    /// True for the types whose caps carry a badge (Endpoint and Notification).
+    pub(crate) fn badged_type(&self) -> bool {
+        matches!(self, Cap::Mem(v) if v.object().ty.badged())
+    }
+
+    /// The cap's rights; IRQ caps, like other types without rights, carry all of them.
+    pub(crate) fn rights(&self) -> u8 {
+        self.view().map_or(rights::ALL, |v| v.rights())
+    }
+
+    /// The cap's badge (0 for types without badges).
+    pub(crate) fn badge(&self) -> u64 {
+        self.view().map_or(0, |v| v.badge())
+    }
+
+    /// The same cap with its rights replaced (no change for types without rights).
+    pub(crate) fn with_rights(self, new: u8) -> Cap {
+        match self {
+            Cap::Mem(v) => Cap::Mem(v.with_rights(new)),
+            other => other,
+        }
+    }
+
+    /// The same cap with its badge replaced (no change for types without badges).
+    pub(crate) fn with_badge(self, new: u64) -> Cap {
+        match self {
+            Cap::Mem(v) => Cap::Mem(v.with_badge(new)),
+            other => other,
+        }
+    }
+}

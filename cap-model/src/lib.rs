@@ -34,8 +34,9 @@ pub mod isolation;
 mod model;
 mod ops;
 pub mod seq;
+pub mod vm;
 
-pub use cap::ObjRef;
+pub use cap::{IrqCap, ObjRef};
 pub use model::Model;
 
 /// Derivation depth (number of ancestors) at which a cap can no longer be copied or minted.
@@ -51,6 +52,15 @@ pub struct Addr {
 }
 
 /// One capability operation, as the caller issues it.
+///
+/// The object invocations (from `TcbReadRegister` on) mirror `docs/abi.md`: the invoked
+/// cap is resolved first (a bad address is `FailedLookup` or `RangeError`, an empty slot
+/// `InvalidCapability`, a cap of another type `IllegalOperation`), then the arguments in
+/// the kernel's order; a cap argument that does not resolve is `FailedLookup` (or
+/// `RangeError`), one that is empty or of the wrong type `InvalidCapability`. Where the
+/// kernel takes a cap argument as an index at depth 64, the model takes an [`Addr`].
+/// Threads are always inactive in the model (it has no Resume), so the "not inactive"
+/// errors never arise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Copy `src` to the empty slot `dest`, masking its rights.
@@ -122,6 +132,168 @@ pub enum Op {
         offset: u64,
         /// How many objects to create.
         count: u64,
+    },
+    /// TcbReadRegister (label 20): `RangeError` for a register above SPSR (33). The value
+    /// is not modelled.
+    TcbReadRegister {
+        /// The TCB cap.
+        tcb: Addr,
+        /// Register index (`bulkhead_sys::reg`).
+        reg: u64,
+    },
+    /// TcbWriteRegister (label 21): as ReadRegister; an SPSR value other than EL0t, or
+    /// EL1t/EL1h for a thread bound to a VCPU, or with bits above 31, is `InvalidArgument`.
+    TcbWriteRegister {
+        /// The TCB cap.
+        tcb: Addr,
+        /// Register index.
+        reg: u64,
+        /// The value.
+        value: u64,
+    },
+    /// TcbSetSpace (label 22): the thread runs in the VSpace from now on (leaving the one
+    /// it was in). `InvalidCapability` (not a VSpace), `IllegalOperation` (VSpace not
+    /// configured), `NotEnoughMemory` (64 threads in it already).
+    TcbSetSpace {
+        /// The TCB cap.
+        tcb: Addr,
+        /// The VSpace cap.
+        vspace: Addr,
+    },
+    /// VSpaceConfigure (label 23): the VSpace gets the table pool and a VMID.
+    /// `InvalidCapability` (not a TablePool), `IllegalOperation` (already configured),
+    /// `NotEnoughMemory` (64 VSpaces configured in the system).
+    VSpaceConfigure {
+        /// The VSpace cap.
+        vspace: Addr,
+        /// The TablePool cap.
+        pool: Addr,
+    },
+    /// VSpaceBindRegion (label 24): binds the frame to `[ipa, ipa + size)` as a memory
+    /// region. Errors in the kernel's order: `InvalidCapability` (not a Frame),
+    /// `IllegalOperation` (not configured), `InvalidArgument` (rights beyond RWX or
+    /// without Read), `InvalidCapability` (Write without the cap's Write, or a cap
+    /// without Read), `AlignmentError`, `RangeError` (beyond 40 bits), `DeleteFirst` (the
+    /// frame is in this space already, or the range overlaps a region), `NotEnoughMemory`
+    /// (16 regions, or 128 mappings and regions in the system).
+    VSpaceBindRegion {
+        /// The VSpace cap.
+        vspace: Addr,
+        /// The Frame cap.
+        frame: Addr,
+        /// Where the region starts.
+        ipa: u64,
+        /// Map rights (`bulkhead_sys::map_rights`).
+        rights: u64,
+    },
+    /// VSpaceUnmapRange (label 25): removes every leaf inside `[ipa, ipa + len)`; returns
+    /// how many. `IllegalOperation` (not configured), `AlignmentError` (ipa or len not
+    /// page aligned, or the range beyond 40 bits).
+    VSpaceUnmapRange {
+        /// The VSpace cap.
+        vspace: Addr,
+        /// Start of the range.
+        ipa: u64,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// FrameMap (label 28): maps the frame page by page into a VSpace (tables from its
+    /// pool) or, with `space` `None` (`SELF_SPACE`), into the caller's own space (tables
+    /// from the kernel's reserve). Errors in the kernel's order: `FailedLookup` /
+    /// `InvalidCapability` (`space` not a VSpace), `InvalidArgument` (rights beyond RWX or
+    /// without Read), `InvalidCapability` (rights beyond the cap's), `InvalidArgument`
+    /// (memory type not 0 or 1), `IllegalOperation` (VSpace not configured),
+    /// `AlignmentError`, `RangeError`, `DeleteFirst` (the frame is in this space already),
+    /// `NotEnoughMemory` (128 mappings and regions); then, page by page,
+    /// `NotEnoughMemory` (the pool has no table) and `DeleteFirst` (a page already
+    /// mapped). Tables linked before such a failure stay linked (so the pool's free count
+    /// drops), as the kernel leaves them.
+    FrameMap {
+        /// The Frame cap.
+        frame: Addr,
+        /// The VSpace cap, or `None` for the caller's own space.
+        space: Option<Addr>,
+        /// Where the frame goes.
+        ipa: u64,
+        /// Map rights | memory type << 8 (0 normal, 1 device).
+        arg: u64,
+    },
+    /// FrameUnmap (label 29): every FrameMap mapping of the frame goes (its regions
+    /// stay). `InvalidArgument` if it had none.
+    FrameUnmap {
+        /// The Frame cap.
+        frame: Addr,
+    },
+    /// PoolInfo (label 30): returns the pool's free and total tables.
+    PoolInfo {
+        /// The TablePool cap.
+        pool: Addr,
+    },
+    /// VcpuBindTcb (label 31): `InvalidCapability` (not a TCB), `DeleteFirst` (the VCPU
+    /// or the thread is bound already).
+    VcpuBindTcb {
+        /// The VCPU cap.
+        vcpu: Addr,
+        /// The TCB cap.
+        tcb: Addr,
+    },
+    /// VcpuInjectIrq (label 32): `RangeError` for an INTID from 1020 or a priority above
+    /// 255. The queue of pending virtual interrupts is not modelled.
+    VcpuInjectIrq {
+        /// The VCPU cap.
+        vcpu: Addr,
+        /// Virtual INTID.
+        virq: u64,
+        /// Priority.
+        priority: u64,
+    },
+    /// VcpuReadSysreg (label 33): `RangeError` for an index from `vcpu_reg::COUNT`.
+    VcpuReadSysreg {
+        /// The VCPU cap.
+        vcpu: Addr,
+        /// `bulkhead_sys::vcpu_reg` index.
+        reg: u64,
+    },
+    /// VcpuWriteSysreg (label 34): as ReadSysreg. Register values are not modelled.
+    VcpuWriteSysreg {
+        /// The VCPU cap.
+        vcpu: Addr,
+        /// `bulkhead_sys::vcpu_reg` index.
+        reg: u64,
+        /// The value.
+        value: u64,
+    },
+    /// IrqControlGet (label 13): claims the interrupt and puts an IRQHandler cap for it
+    /// into the empty `dest`, as a child of the IRQControl cap. `RangeError` (ID above
+    /// 32 bits), lookup errors of `dest`, `DeleteFirst`, `RangeError` (an SGI 0–15, the
+    /// kernel's timer PPI 26, 1020 or more), `RevokeFirst` (claimed already), `RangeError`
+    /// (the IRQControl cap at the derivation depth limit).
+    IrqControlGet {
+        /// The IRQControl cap.
+        control: Addr,
+        /// Interrupt ID.
+        irq: u64,
+        /// The empty slot for the IRQHandler cap.
+        dest: Addr,
+    },
+    /// IrqHandlerSetNotification (label 14): the interrupt signals the notification with
+    /// the badge of the given cap. `InvalidCapability` unless it is a Notification cap
+    /// with Write.
+    IrqHandlerSetNotification {
+        /// The IRQHandler cap.
+        handler: Addr,
+        /// The Notification cap.
+        notification: Addr,
+    },
+    /// IrqHandlerAck (label 15): re-enables the interrupt (not modelled: no state).
+    IrqHandlerAck {
+        /// The IRQHandler cap.
+        handler: Addr,
+    },
+    /// IrqHandlerClear (label 16): unbinds the notification (the IRQ stays claimed).
+    IrqHandlerClear {
+        /// The IRQHandler cap.
+        handler: Addr,
     },
 }
 

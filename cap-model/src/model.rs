@@ -1,5 +1,7 @@
 //! The model's state: the object table, CNode slots, the derivation tree, and lookup.
 
+use crate::cap::{Cap, IrqCap, Named};
+use crate::vm::Vm;
 use crate::{Addr, BootConfig, CapView, ObjRef, SlotId, SlotView, Snapshot};
 use bulkhead_sys::cap::{
     ObjectType, MAX_CNODE_RADIX, MAX_GUARD_BITS, MAX_UNTYPED_BITS, MIN_UNTYPED_BITS, SLOT_BITS,
@@ -11,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// (the number of its ancestors, kept up to date as ancestors are deleted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cte {
-    pub(crate) cap: CapView,
+    pub(crate) cap: Cap,
     pub(crate) parent: Option<SlotId>,
     pub(crate) depth: u32,
 }
@@ -38,6 +40,9 @@ pub struct Model {
     /// right after its parent (so the newest child first), a moved cap in its old place,
     /// a deleted cap's descendants where they were. Revoke follows it.
     pub(crate) order: Vec<SlotId>,
+    /// The state of stage-2 objects, VCPUs and interrupts that refers to objects
+    /// (configurations, regions, mappings, bindings, claimed IRQs).
+    pub(crate) vm: Vm,
 }
 
 impl Model {
@@ -70,7 +75,7 @@ impl Model {
         slots.insert(
             1,
             Cte {
-                cap: root,
+                cap: Cap::Mem(root),
                 parent: None,
                 depth: 0,
             },
@@ -99,7 +104,7 @@ impl Model {
             slots.insert(
                 2 + i as u64,
                 Cte {
-                    cap,
+                    cap: Cap::Mem(cap),
                     parent: None,
                     depth: 0,
                 },
@@ -112,7 +117,33 @@ impl Model {
             root,
             objects,
             order,
+            vm: Vm::default(),
         }
+    }
+
+    /// Like [`Model::boot`], and the IRQControl cap in root slot `slot` (parentless, after
+    /// the Untyped caps in derivation order), as the kernel gives the first boot task one
+    /// (there in the slot after its Untyped caps).
+    ///
+    /// Panics if `slot` is outside the root CNode or holds one of the initial caps.
+    pub fn boot_with_irq_control(cfg: &BootConfig, slot: u64) -> Self {
+        let mut m = Self::boot(cfg);
+        assert!(
+            slot >> cfg.root_radix == 0,
+            "IRQ control slot outside the root"
+        );
+        let id = (cfg.root_addr, slot);
+        assert!(m.slot(id).is_none(), "IRQ control slot already used");
+        m.put(
+            id,
+            Cte {
+                cap: Cap::IrqControl,
+                parent: None,
+                depth: 0,
+            },
+        );
+        m.order.push(id);
+        m
     }
 
     /// The configuration this model was booted with.
@@ -125,19 +156,33 @@ impl Model {
         self.root
     }
 
-    /// All non-empty slots of all CNodes that exist, with their parents.
+    /// All slots of all CNodes that exist holding a cap to a memory object, with their
+    /// parents. IRQ caps are left out (see [`Model::irq_caps`]); they never have a memory
+    /// cap as a parent or child, so the snapshot is a forest on its own.
     pub fn snapshot(&self) -> Snapshot {
         self.all_slots()
-            .map(|(id, cte)| {
-                (
+            .filter_map(|(id, cte)| {
+                Some((
                     id,
                     SlotView {
-                        cap: cte.cap,
+                        cap: cte.cap.view()?,
                         parent: cte.parent,
                     },
-                )
+                ))
             })
             .collect()
+    }
+
+    /// Every slot holding an IRQ cap, with the cap and its parent.
+    pub fn irq_caps(&self) -> std::collections::BTreeMap<SlotId, (IrqCap, Option<SlotId>)> {
+        self.all_slots()
+            .filter_map(|(id, cte)| Some((id, (cte.cap.irq()?, cte.parent))))
+            .collect()
+    }
+
+    /// The state of stage-2 objects, VCPUs and interrupts.
+    pub fn vm(&self) -> &Vm {
+        &self.vm
     }
 
     /// Every live object.
@@ -163,15 +208,15 @@ impl Model {
         if !(1..=64).contains(&addr.depth) {
             return Err(Error::RangeError);
         }
-        let mut node = self.root;
+        let mut node = Cap::Mem(self.root);
         let mut n = addr.depth;
         loop {
-            let CapView::CNode {
+            let Cap::Mem(CapView::CNode {
                 addr: cnode,
                 radix,
                 guard_bits,
                 guard,
-            } = node
+            }) = node
             else {
                 return Err(Error::FailedLookup);
             };
@@ -223,7 +268,7 @@ impl Model {
     }
 
     /// Fills an empty slot with a new child of the cap in `parent`, its newest.
-    pub(crate) fn put_child(&mut self, id: SlotId, cap: CapView, parent: SlotId) {
+    pub(crate) fn put_child(&mut self, id: SlotId, cap: Cap, parent: SlotId) {
         let depth = self.slot(parent).expect("the parent is non-empty").depth + 1;
         self.put(
             id,
@@ -312,8 +357,8 @@ impl Model {
     }
 
     /// True if some cap (in any slot of any live CNode, or the caller's root cap) names `obj`.
-    fn is_named(&self, obj: ObjRef) -> bool {
-        self.root.object() == obj || self.all_slots().any(|(_, c)| c.cap.object() == obj)
+    fn is_named(&self, obj: Named) -> bool {
+        Named::Mem(self.root.object()) == obj || self.all_slots().any(|(_, c)| c.cap.named() == obj)
     }
 
     /// Deletes the cap in `id` (which must be non-empty): its children become children of
@@ -334,16 +379,23 @@ impl Model {
         for c in children {
             self.slot_mut(c).expect("children are non-empty").parent = gone.parent;
         }
-        let obj = gone.cap.object();
-        if !self.is_named(obj) {
-            self.destroy(obj);
+        let named = gone.cap.named();
+        if !self.is_named(named) {
+            match named {
+                Named::Mem(obj) => self.destroy(obj),
+                Named::IrqHandler(irq) => self.release_irq(irq),
+                Named::IrqControl => {}
+            }
         }
     }
 
     /// Destroys an object no cap names any more. A CNode first has every cap it holds
-    /// deleted (in slot order, each by the same rule). The memory is not given back here:
-    /// the Untyped it came from reclaims it at its next Retype once it has no children.
+    /// deleted (in slot order, each by the same rule); every other object first loses
+    /// whatever refers to it (`Model::object_destroyed`: mappings, regions, bindings,
+    /// configurations). The memory is not given back here: the Untyped it came from
+    /// reclaims it at its next Retype once it has no children.
     fn destroy(&mut self, obj: ObjRef) {
+        self.object_destroyed(obj);
         if obj.ty == ObjectType::CNode {
             loop {
                 let first = match self.objects.get(&obj) {
@@ -366,8 +418,22 @@ impl Model {
         let caps = self.all_slots().count() as u64;
         let mut named: BTreeSet<ObjRef> = BTreeSet::new();
         named.insert(self.root.object());
+        let mut handlers: BTreeSet<u32> = BTreeSet::new();
         for (id, cte) in self.all_slots() {
-            named.insert(cte.cap.object());
+            match cte.cap.named() {
+                Named::Mem(obj) => {
+                    named.insert(obj);
+                }
+                Named::IrqHandler(irq) => {
+                    handlers.insert(irq);
+                }
+                Named::IrqControl => {}
+            }
+            if let Some(p) = cte.parent.and_then(|p| self.slot(p)) {
+                if p.cap.view().is_some() != cte.cap.view().is_some() {
+                    return Err(format!("{id:?} and its parent: one an IRQ cap, one not"));
+                }
+            }
             let mut depth = 0u64;
             let mut at = cte.parent;
             while let Some(p) = at {
@@ -402,6 +468,12 @@ impl Model {
         if live != named {
             return Err(format!(
                 "object table {live:?} differs from named objects {named:?}"
+            ));
+        }
+        let claimed: BTreeSet<u32> = self.vm.irqs.keys().copied().collect();
+        if claimed != handlers {
+            return Err(format!(
+                "claimed IRQs {claimed:?} differ from those IRQHandler caps name {handlers:?}"
             ));
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! The operations, each with its checks in the documented order. Every check comes before
 //! the first change, so an operation that fails leaves the state exactly as it was.
 
+use crate::cap::Cap;
 use crate::model::{Cte, Model, Object};
 use crate::{Addr, CapView, Op, SlotId, MAX_DERIVATION_DEPTH};
 use bulkhead_sys::cap::{rights, ObjectType, MAX_BADGE, MAX_RETYPE_COUNT};
@@ -8,8 +9,32 @@ use bulkhead_sys::Error;
 use std::collections::BTreeMap;
 
 impl Model {
-    /// Applies one operation; on error the state is unchanged.
+    /// Applies one operation; on error the state is unchanged (but for the tables a
+    /// FrameMap links before it fails, see [`Op::FrameMap`]).
     pub fn apply(&mut self, op: &Op) -> Result<(), Error> {
+        self.invoke(op).map(|_| ())
+    }
+
+    /// Applies one operation and returns what the kernel returns besides the error code
+    /// (in `x1`, `x2`), where the model knows it: the leaves VSpaceUnmapRange removed,
+    /// PoolInfo's free and total tables. `None` for the operations that return nothing,
+    /// and for register reads (the model keeps no register values).
+    pub fn invoke(&mut self, op: &Op) -> Result<Option<[u64; 2]>, Error> {
+        match *op {
+            Op::Copy { .. }
+            | Op::Mint { .. }
+            | Op::Move { .. }
+            | Op::Mutate { .. }
+            | Op::Delete { .. }
+            | Op::Revoke { .. }
+            | Op::Grant { .. }
+            | Op::Retype { .. } => self.cap_op(op).map(|()| None),
+            _ => self.invoke_object(op),
+        }
+    }
+
+    /// The CNode and Untyped operations and Grant.
+    fn cap_op(&mut self, op: &Op) -> Result<(), Error> {
         match *op {
             Op::Copy { dest, src, rights } => self.derive(dest, src, rights, 0),
             Op::Mint {
@@ -31,6 +56,7 @@ impl Model {
                 offset,
                 count,
             } => self.retype(untyped, ty, size_bits, dest, offset, count),
+            _ => unreachable!("not a capability operation: {op:?}"),
         }
     }
 
@@ -49,7 +75,7 @@ impl Model {
     /// non-zero badge on an already badged cap is `IllegalOperation`, then a badge above
     /// `MAX_BADGE` is `InvalidArgument`. Returns the cap with the badge applied (kept if 0;
     /// dropped for types without badges).
-    fn badged(cap: CapView, badge: u64) -> Result<CapView, Error> {
+    fn badged(cap: Cap, badge: u64) -> Result<Cap, Error> {
         if badge != 0 && cap.badge() != 0 {
             return Err(Error::IllegalOperation);
         }
@@ -69,7 +95,7 @@ impl Model {
         if mask & !rights::ALL != 0 {
             return Err(Error::InvalidArgument);
         }
-        if matches!(src_cte.cap, CapView::Untyped { .. }) {
+        if src_cte.cap.is_untyped() {
             return Err(Error::IllegalOperation);
         }
         let cap = Self::badged(src_cte.cap, badge)?;
@@ -86,7 +112,7 @@ impl Model {
         let (d, s, src_cte) = self.dest_and_src(dest, src)?;
         // Mutate ignores the badge of types without badges altogether.
         let cap = match badge {
-            Some(b) if src_cte.cap.object().ty.badged() => Self::badged(src_cte.cap, b)?,
+            Some(b) if src_cte.cap.badged_type() => Self::badged(src_cte.cap, b)?,
             _ => src_cte.cap,
         };
         let mut cte = self.take(s).expect("checked non-empty");
@@ -113,9 +139,6 @@ impl Model {
         Ok(())
     }
 
-    /// Deletes the cap right after the revoked one in derivation order (its newest
-    /// remaining child, or that child's children once it is gone) while that is a
-    /// descendant; stops early if the revoked cap itself is deleted on the way.
     /// IPC transfer: resolve the sender's slot, then the receive slot (`FailedLookup`);
     /// the sender's slot must hold a cap (`FailedLookup`), the receive slot must be empty
     /// (`DeleteFirst`); Untyped caps do not travel (`IllegalOperation`); the depth limit as
@@ -128,7 +151,7 @@ impl Model {
         if self.slot(d).is_some() {
             return Err(Error::DeleteFirst);
         }
-        if matches!(src_cte.cap, CapView::Untyped { .. }) {
+        if src_cte.cap.is_untyped() {
             return Err(Error::IllegalOperation);
         }
         if src_cte.depth >= MAX_DERIVATION_DEPTH {
@@ -138,6 +161,9 @@ impl Model {
         Ok(())
     }
 
+    /// Deletes the cap right after the revoked one in derivation order (its newest
+    /// remaining child, or that child's children once it is gone) while that is a
+    /// descendant; stops early if the revoked cap itself is deleted on the way.
     fn revoke(&mut self, slot: Addr) -> Result<(), Error> {
         let s = self.resolve(slot)?;
         while self.slot(s).is_some() {
@@ -162,12 +188,12 @@ impl Model {
         // 1. the invoked cap
         let u = self.resolve(untyped)?;
         let ucte = self.slot(u).ok_or(Error::InvalidCapability)?.clone();
-        let CapView::Untyped {
+        let Cap::Mem(CapView::Untyped {
             base,
             size_bits: ubits,
             watermark,
             device,
-        } = ucte.cap
+        }) = ucte.cap
         else {
             return Err(Error::IllegalOperation);
         };
@@ -180,9 +206,9 @@ impl Model {
         // 3. the destination CNode
         let d = self.resolve(dest)?;
         let Some(Cte {
-            cap: CapView::CNode {
+            cap: Cap::Mem(CapView::CNode {
                 addr: cnode, radix, ..
-            },
+            }),
             ..
         }) = self.slot(d)
         else {
@@ -230,11 +256,11 @@ impl Model {
                     "model bug: a new object over a live one"
                 );
             }
-            self.put_child((cnode, offset + k), cap, u);
+            self.put_child((cnode, offset + k), Cap::Mem(cap), u);
         }
         let used = u64::try_from(end - u128::from(base)).expect("inside the untyped");
         let ucap = &mut self.slot_mut(u).expect("the untyped is still there").cap;
-        if let CapView::Untyped { watermark, .. } = ucap {
+        if let Cap::Mem(CapView::Untyped { watermark, .. }) = ucap {
             *watermark = used;
         }
         Ok(())

@@ -2,16 +2,20 @@
 //!
 //! Each property runs on sequences for both boot configurations: the standard one (every
 //! address resolves in one level) and the nested one (addresses reach into CNodes whose
-//! caps sit in root slots).
+//! caps sit in root slots), each with an IRQControl cap.
+//!
+//! Properties 1–7 concern capabilities; 8–10 the state beside them (stage-2 objects,
+//! VCPUs, interrupts).
 
 use bulkhead_sys::cap::{rights, ObjectType};
 use bulkhead_sys::Error;
 use cap_model::gen::{ops_for, Layout};
-use cap_model::{invariants, CapView, Model, Op, SlotId, Snapshot};
+use cap_model::vm::Vm;
+use cap_model::{invariants, CapView, IrqCap, Model, Op, SlotId, Snapshot};
 use proptest::prelude::*;
 
-/// Cases per property; seven properties make well over 10,000 sequences.
-const CASES: u32 = 2000;
+/// Cases per property; ten properties make 10,000 sequences.
+const CASES: u32 = 1000;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -44,7 +48,7 @@ fn run(
     ops: &[Op],
     mut check: impl FnMut(&Step) -> Result<(), TestCaseError>,
 ) -> Result<Model, TestCaseError> {
-    let mut m = Model::boot(&layout.config());
+    let mut m = layout.boot();
     let mut snap = m.snapshot();
     for op in ops {
         let before = m.clone();
@@ -68,6 +72,23 @@ fn slot_of(step: &Step, a: cap_model::Addr) -> Option<SlotId> {
     step.before.resolve(a).ok()
 }
 
+/// The memory cap the non-empty slot at `a` held before the operation; `None` if it held an
+/// IRQ cap (which snapshots leave out).
+fn cap_before(step: &Step, a: cap_model::Addr) -> Result<Option<CapView>, TestCaseError> {
+    let id = slot_of(step, a).unwrap();
+    match step.snap_before.get(&id) {
+        Some(v) => Ok(Some(v.cap)),
+        None => {
+            prop_assert!(
+                step.before.irq_caps().contains_key(&id),
+                "{:?} was empty",
+                id
+            );
+            Ok(None)
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -80,7 +101,7 @@ proptest! {
             if let (Ok(()), Op::Copy { dest, src, rights: mask } | Op::Mint { dest, src, rights: mask, .. }) =
                 (s.result, s.op)
             {
-                let src_cap = s.snap_before[&slot_of(s, *src).unwrap()].cap;
+                let Some(src_cap) = cap_before(s, *src)? else { return Ok(()) };
                 let new = &s.snap_after[&slot_of(s, *dest).unwrap()];
                 prop_assert_eq!(new.cap.rights() & !src_cap.rights(), 0);
                 let expect = if src_cap.has_rights() { src_cap.rights() & mask } else { rights::ALL };
@@ -99,7 +120,12 @@ proptest! {
             match *s.op {
                 Op::Copy { dest, src, .. } | Op::Mint { dest, src, .. } => {
                     let src_id = slot_of(s, src).unwrap();
-                    let src_cap = s.snap_before[&src_id].cap;
+                    let Some(src_cap) = cap_before(s, src)? else {
+                        // An IRQ cap: copied as it is, a child of the source.
+                        let irq = s.after.irq_caps();
+                        prop_assert_eq!(irq[&slot_of(s, dest).unwrap()], (s.before.irq_caps()[&src_id].0, Some(src_id)));
+                        return Ok(());
+                    };
                     let new = &s.snap_after[&slot_of(s, dest).unwrap()];
                     prop_assert_eq!(new.parent, Some(src_id));
                     let parent = s.snap_after[&src_id].cap;
@@ -113,7 +139,7 @@ proptest! {
                     prop_assert_eq!(new.cap.badge(), badge);
                 }
                 Op::Mutate { dest, src, badge } => {
-                    let old = s.snap_before[&slot_of(s, src).unwrap()].cap;
+                    let Some(old) = cap_before(s, src)? else { return Ok(()) };
                     let new = s.snap_after[&slot_of(s, dest).unwrap()].cap;
                     prop_assert!(old.badge() == 0 || badge == 0);
                     let expect = if badge != 0 && old.object().ty.badged() { badge } else { old.badge() };
@@ -208,17 +234,126 @@ proptest! {
         })?;
     }
 
-    /// 7. An operation that fails changes nothing.
+    /// 7. An operation that fails changes nothing; but a FrameMap that fails in its walk
+    /// (`NotEnoughMemory` or `DeleteFirst`) leaves the tables it linked, and only those,
+    /// as the kernel does.
     #[test]
     fn errors_change_nothing((layout, ops) in scenario()) {
         run(layout, &ops, |s| {
             if s.result.is_err() {
                 prop_assert_eq!(s.snap_before, s.snap_after);
-                prop_assert_eq!(s.before, s.after);
+                if matches!(s.op, Op::FrameMap { .. }) {
+                    prop_assert_eq!(without_tables(s.before.vm()), without_tables(s.after.vm()));
+                    for (space, st) in &s.before.vm().spaces {
+                        prop_assert!(st.tables.is_subset(&s.after.vm().spaces[space].tables));
+                    }
+                } else {
+                    prop_assert_eq!(s.before, s.after);
+                }
             }
             Ok(())
         })?;
     }
+
+    /// 8. The state beside the caps refers only to live objects, after every operation:
+    /// every mapping and region names a live frame in a configured space and was allowed by
+    /// the rights of the cap it was made through, every leaf lies in a mapping of its own
+    /// frame, every configured VSpace and its pool exist, every thread in a VSpace and
+    /// every VCPU binding joins live objects (a VCPU and a TCB are bound to at most one
+    /// other), and the claimed IRQs are exactly those some IRQHandler cap names. So no
+    /// mapping, region, binding or configuration survives the destruction of an object it
+    /// names, whether by Delete, by Revoke of an Untyped, or by a CNode's destruction.
+    #[test]
+    fn vm_state_refers_to_live_objects((layout, ops) in scenario()) {
+        run(layout, &ops, |s| {
+            prop_assert_eq!(invariants::check_vm(s.after), Ok(()));
+            Ok(())
+        })?;
+    }
+
+    /// 9. A frame is mapped only through a capability with the rights of the mapping: a
+    /// FrameMap or BindRegion that succeeds named a frame cap with Read (and Write for a
+    /// writable mapping), and records exactly that cap's rights; one through a cap lacking
+    /// them fails with `InvalidCapability` and maps nothing.
+    #[test]
+    fn mappings_need_the_cap_rights((layout, ops) in scenario()) {
+        run(layout, &ops, |s| {
+            let (frame, map) = match *s.op {
+                Op::FrameMap { frame, arg, .. } => (frame, arg & 0xff),
+                Op::VSpaceBindRegion { frame, rights, .. } => (frame, rights),
+                _ => return Ok(()),
+            };
+            let before = s.before.vm().mappings.len();
+            let after = &s.after.vm().mappings;
+            let Ok(()) = s.result else {
+                prop_assert_eq!(after.len(), before);
+                return Ok(());
+            };
+            prop_assert_eq!(after.len(), before + 1);
+            let cap = s.snap_before[&slot_of(s, frame).unwrap()].cap;
+            let CapView::Frame { rights: cap_rights, .. } = cap else {
+                return Err(TestCaseError::fail(format!("mapped through {cap:?}")));
+            };
+            let needed = invariants::cap_rights_needed(map);
+            prop_assert_eq!(cap_rights & needed, needed, "{:?} through {:?}", s.op, cap);
+            let new = after[before];
+            prop_assert_eq!(new.frame, cap.object());
+            prop_assert_eq!(new.cap_rights, cap_rights);
+            prop_assert_eq!(new.rights, map);
+            Ok(())
+        })?;
+    }
+
+    /// 10. The object invocations change no capability (every slot's cap and parent stay
+    /// as they were), but IrqControlGet, which on success adds exactly one IRQHandler cap,
+    /// for the claimed IRQ, as a child of the IRQControl cap invoked.
+    #[test]
+    fn invocations_change_no_cap((layout, ops) in scenario()) {
+        run(layout, &ops, |s| {
+            if is_cap_op(s.op) {
+                return Ok(());
+            }
+            prop_assert_eq!(s.snap_before, s.snap_after);
+            let (before, after) = (s.before.irq_caps(), s.after.irq_caps());
+            match (s.op, s.result) {
+                (Op::IrqControlGet { control, irq, dest }, Ok(())) => {
+                    let d = slot_of(s, *dest).unwrap();
+                    let mut expect = before.clone();
+                    let irq = u32::try_from(*irq).unwrap();
+                    expect.insert(d, (IrqCap::Handler(irq), Some(slot_of(s, *control).unwrap())));
+                    prop_assert_eq!(&after, &expect);
+                    prop_assert!(!s.before.vm().irqs.contains_key(&irq));
+                    prop_assert_eq!(s.after.vm().irqs.get(&irq), Some(&None));
+                }
+                _ => prop_assert_eq!(&before, &after),
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// The CNode and Untyped operations and Grant (the others are object invocations).
+fn is_cap_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Copy { .. }
+            | Op::Mint { .. }
+            | Op::Move { .. }
+            | Op::Mutate { .. }
+            | Op::Delete { .. }
+            | Op::Revoke { .. }
+            | Op::Grant { .. }
+            | Op::Retype { .. }
+    )
+}
+
+/// The state with every space's tables forgotten.
+fn without_tables(vm: &Vm) -> Vm {
+    let mut vm = vm.clone();
+    for st in vm.spaces.values_mut() {
+        st.tables.clear();
+    }
+    vm
 }
 
 /// For every untyped cap in a root slot: once it has no children (directly, or after
@@ -238,7 +373,10 @@ fn reclaim_all(layout: Layout, m: &Model) -> Result<(), TestCaseError> {
     if snap.get(&(root_addr, 1)).map(|v| v.cap.object()) != Some(root.object()) {
         return Ok(());
     }
-    let Some(free) = (0..1u64 << radix).find(|i| !snap.contains_key(&(root_addr, *i))) else {
+    let irq_caps = m.irq_caps();
+    let used =
+        |i: u64| snap.contains_key(&(root_addr, i)) || irq_caps.contains_key(&(root_addr, i));
+    let Some(free) = (0..1u64 << radix).find(|&i| !used(i)) else {
         return Ok(());
     };
     for (&(cnode, i), view) in &snap {

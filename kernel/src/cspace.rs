@@ -64,6 +64,9 @@ impl SlotMem for KernelSlots {
             Cap::Vcpu { addr } => crate::vm::vcpu_destroyed(addr),
             Cap::IrqHandler { irq } => crate::irq::release(irq),
             Cap::Endpoint { addr, .. } | Cap::Notification { addr, .. } => {
+                if matches!(cap, Cap::Notification { .. }) {
+                    crate::irq::notification_destroyed(addr);
+                }
                 sched::ipc_with(self, |m, w| {
                     thread::abort_endpoint(m, addr, Error::Aborted as u64, w)
                 })
@@ -264,6 +267,25 @@ fn invoke_into(
                     Ok(())
                 }
                 invocation::VSPACE_COLLAPSE => crate::vm::collapse(vs, mr[0], mr[1]),
+                invocation::VSPACE_LOG_DIRTY => {
+                    let bitmap = if mr[1] == 0 {
+                        None
+                    } else {
+                        match cap_at(mem, &root, mr[1])? {
+                            Cap::Frame {
+                                addr,
+                                size_bits,
+                                rights,
+                            } if rights & bulkhead_sys::cap::rights::WRITE != 0 => {
+                                Some((addr, size_bits))
+                            }
+                            _ => return Err(Error::InvalidCapability),
+                        }
+                    };
+                    let n = crate::vm::log_dirty(vs, mr[0], bitmap)?;
+                    *out = Some([n, 0]);
+                    Ok(())
+                }
                 invocation::VSPACE_SPLIT => crate::vm::split(vs, mr[0], mr[1]),
                 _ => Err(Error::IllegalOperation),
             };
@@ -349,7 +371,12 @@ fn invoke_into(
             return Err(Error::DeleteFirst);
         }
         crate::irq::claim(irq)?;
-        return cap::issue_child(mem, slot, dest, Cap::IrqHandler { irq });
+        let r = cap::issue_child(mem, slot, dest, Cap::IrqHandler { irq });
+        if r.is_err() {
+            // No cap names it: it is not claimed either.
+            crate::irq::release(irq);
+        }
+        return r;
     }
     if let Cap::SchedControl = node {
         if label != invocation::SCHED_CONTROL_SET_WINDOWS {

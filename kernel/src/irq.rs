@@ -34,7 +34,7 @@ static TABLE: SpinLock<[Binding; MAX_IRQ as usize]> = SpinLock::new(
 
 /// True for interrupt IDs userland may own.
 pub fn grantable(irq: u32) -> bool {
-    (16..MAX_IRQ).contains(&irq) && irq != ThisBoard::TIMER.hyp_phys
+    (16..MAX_IRQ).contains(&irq) && irq != ThisBoard::TIMER.hyp_phys && irq != ThisBoard::TIMER.virt
 }
 
 /// Claims `irq` for a new IRQHandler cap.
@@ -66,6 +66,18 @@ pub fn bind(irq: u32, ntfn: u64, badge: u64) {
 }
 
 /// Unbinds `irq` and disables it (it stays claimed).
+/// A notification is destroyed: every interrupt bound to it is unbound and disabled (its
+/// handler cap stays; SetNotification can bind it again).
+pub fn notification_destroyed(ntfn: u64) {
+    let mut t = TABLE.lock();
+    for (irq, b) in t.iter_mut().enumerate() {
+        if b.ntfn == ntfn {
+            b.ntfn = 0;
+            gic::set_enabled(irq as u32, false);
+        }
+    }
+}
+
 pub fn clear(irq: u32) {
     gic::set_enabled(irq, false);
     let mut t = TABLE.lock();

@@ -183,9 +183,16 @@ fn guest_exit(cur: u64, regs: &Trap, esr: Esr) -> ! {
     let msg = match esr.class() {
         c @ (ExceptionClass::DataAbortLowerEl | ExceptionClass::InstrAbortLowerEl) => {
             let exec = c == ExceptionClass::InstrAbortLowerEl;
-            if matches!(esr.fault(), Some(kcore::esr::FaultKind::Translation(_)))
-                && crate::vm::resolve_fault(cur, ipa, esr.is_write(), exec)
-            {
+            let resolved = match esr.fault() {
+                Some(kcore::esr::FaultKind::Translation(_)) => {
+                    crate::vm::resolve_fault(cur, ipa, esr.is_write(), exec)
+                }
+                Some(kcore::esr::FaultKind::Permission(_)) if !exec => {
+                    crate::vm::resolve_permission_fault(cur, ipa, esr.is_write())
+                }
+                _ => false,
+            };
+            if resolved {
                 sched::resume();
             }
             let value = if esr.is_write() && esr.isv() && esr.srt() != 31 {

@@ -216,10 +216,15 @@ const R_IPA: u64 = 0;
 const R_SIZE: u64 = 8;
 const R_PA: u64 = 16;
 const R_FLAGS: u64 = 24;
+/// The dirty bitmap's frame while the region's writes are logged (0 = not logged).
+const R_BITMAP: u64 = 32;
 const R_VALID: u64 = 1 << 63;
+/// Writes to the region are logged in its dirty bitmap.
+const R_LOG: u64 = 1 << 62;
+const R_STRIDE: u64 = 48;
 
 fn region(vs: u64, i: u64) -> u64 {
-    vs + M_REGIONS + 32 * i
+    vs + M_REGIONS + R_STRIDE * i
 }
 
 /// VMIDs of VSpace objects: 64..=255 (boot tasks use 1..=63).
@@ -272,6 +277,26 @@ static BASELINE_LOCK: SpinLock<()> = SpinLock::new(());
 /// fault is not the kernel's to resolve (outside regions, rights, empty pool): it then
 /// goes to the VMM.
 pub fn resolve_fault(t: u64, ipa: u64, write: bool, exec: bool) -> bool {
+    resolve(t, ipa, write, exec, false)
+}
+
+/// A stage-2 permission fault of thread `t` at `ipa`: a write to a page that dirty
+/// logging write-protected, in a region that allows writes, is logged and the page made
+/// writable again (relax first, then mark: see `stage2::relax_write` and the loom model
+/// `dirty_fault_racing_harvest_never_loses_a_write`). Anything else goes to the VMM.
+pub fn resolve_permission_fault(t: u64, ipa: u64, write: bool) -> bool {
+    write && resolve(t, ipa, true, false, true)
+}
+
+fn mark_dirty(r: u64, base: u64, page: u64) {
+    let bitmap = KObj.rd(r + R_BITMAP);
+    if bitmap != 0 {
+        let i = (page - base) / PAGE_SIZE;
+        atomic_word(bitmap + 8 * (i / 64)).fetch_or(1 << (i % 64), Ordering::AcqRel);
+    }
+}
+
+fn resolve(t: u64, ipa: u64, write: bool, exec: bool, permission: bool) -> bool {
     let vs = KObj.rd(t + tcb::VSPACE);
     if vs == 0 {
         return false;
@@ -291,7 +316,24 @@ pub fn resolve_fault(t: u64, ipa: u64, write: bool, exec: bool) -> bool {
             return false;
         }
         let page = ipa & !(PAGE_SIZE - 1);
+        let logging = flags & R_LOG != 0;
+        if permission {
+            if stage2::relax_write(&IdentityMem, PhysAddr(vs), Ipa(page)) {
+                // The read-only entry may still be cached (here or elsewhere).
+                virt::tlbi_ipa(vttbr(vs), page);
+                if logging {
+                    mark_dirty(r, base, page);
+                }
+            }
+            return true;
+        }
         let pa = KObj.rd(r + R_PA) + (page - base);
+        // While writes are logged, a page faulted in by a read stays read-only, so that
+        // its first write faults and is logged.
+        let p = Perms {
+            write: p.write && (write || !logging),
+            ..p
+        };
         #[cfg(feature = "s2-global-lock")]
         let _baseline = BASELINE_LOCK.lock();
         let res = stage2::map_page(
@@ -307,6 +349,9 @@ pub fn resolve_fault(t: u64, ipa: u64, write: bool, exec: bool) -> bool {
             Ok(()) => {
                 // The new entry reaches this core's table walker before the guest runs.
                 virt::dsb_ishst();
+                if logging && write {
+                    mark_dirty(r, base, page);
+                }
                 FAULTS_RESOLVED.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -458,6 +503,8 @@ struct Mapping {
     ipa: u64,
     /// Region index + 1 (0: a plain mapping).
     region: u64,
+    /// The frame is that region's dirty bitmap, not mapped anywhere.
+    bitmap: bool,
 }
 
 static MAPS: SpinLock<heapless::Vec<Mapping, 128>> = SpinLock::new(heapless::Vec::new());
@@ -471,10 +518,20 @@ pub fn is_mapped_frame(pa: u64) -> bool {
 }
 
 fn unmap_mapping(m: &Mapping) {
+    if m.bitmap {
+        let r = region(m.space, m.region - 1);
+        atomic_word(r + R_FLAGS).fetch_and(!R_LOG, Ordering::AcqRel);
+        // No fault handler still writes into the bitmap after this.
+        synchronize();
+        KObj.wr(r + R_BITMAP, 0);
+        return;
+    }
     if m.region != 0 {
         atomic_word(region(m.space, m.region - 1) + R_FLAGS).store(0, Ordering::Release);
         // No fault handler still acts on the region after this.
         synchronize();
+        KObj.wr(region(m.space, m.region - 1) + R_BITMAP, 0);
+        let _ = take_mapping(|x| x.bitmap && x.space == m.space && x.region == m.region);
     }
     let root = PhysAddr(m.vttbr & 0x0000_ffff_ffff_fffe);
     let mut mt = Maint::new(m.vttbr, 0);
@@ -550,6 +607,71 @@ fn check_rights(map: u64, cap_rights: u8) -> Result<Perms, Error> {
     Ok(perms_of(map))
 }
 
+/// True if a mapping or region of the address space `vttbr` overlaps `[ipa, ipa+size)`
+/// (regions and mappings never share IPAs, so unmapping one never touches another).
+fn overlaps_mapping(vttbr: u64, ipa: u64, size: u64) -> bool {
+    MAPS.lock()
+        .iter()
+        .any(|m| !m.bitmap && m.vttbr == vttbr && ipa < m.ipa + m.size && m.ipa < ipa + size)
+}
+
+/// VSPACE_LOG_DIRTY: from now on, the first write to each page of the region at `base`
+/// sets its bit in `bitmap` (a frame of at least one bit per page); every page is
+/// write-protected now (again, when logging is on already: after the VMM harvested the
+/// bitmap). `bitmap == 0` stops logging (pages become writable again as they are
+/// written). Returns the pages write-protected.
+pub fn log_dirty(vs: u64, base: u64, bitmap: Option<(u64, u32)>) -> Result<u64, Error> {
+    let vt = vttbr(vs);
+    if vt == 0 {
+        return Err(Error::IllegalOperation);
+    }
+    let i = (0..MAX_REGIONS)
+        .find(|&i| {
+            let r = region(vs, i);
+            KObj.rd(r + R_FLAGS) & R_VALID != 0 && KObj.rd(r + R_IPA) == base
+        })
+        .ok_or(Error::InvalidArgument)?;
+    let r = region(vs, i);
+    let size = KObj.rd(r + R_SIZE);
+    let Some((frame, bits)) = bitmap else {
+        if let Some(m) = take_mapping(|m| m.bitmap && m.space == vs && m.region == i + 1) {
+            unmap_mapping(&m);
+        }
+        return Ok(0);
+    };
+    if (1u64 << bits) * 8 < size / PAGE_SIZE {
+        return Err(Error::RangeError);
+    }
+    let current = KObj.rd(r + R_BITMAP);
+    if current != 0 && current != frame {
+        return Err(Error::DeleteFirst);
+    }
+    if current == 0 {
+        MAPS.lock()
+            .push(Mapping {
+                frame,
+                size: 1 << bits,
+                space: vs,
+                vttbr: vt,
+                ipa: base,
+                region: i + 1,
+                bitmap: true,
+            })
+            .map_err(|_| Error::NotEnoughMemory)?;
+        KObj.wr(r + R_BITMAP, frame);
+        atomic_word(r + R_FLAGS).fetch_or(R_LOG, Ordering::AcqRel);
+    }
+    let mut mt = Maint::new(vt, KObj.rd(vs + M_POOL));
+    loop {
+        match stage2::write_protect_range(&IdentityMem, PhysAddr(vs), Ipa(base), size, &mut mt) {
+            Ok(n) => return Ok(n as u64),
+            Err(stage2::UnmapError::Locked) => core::hint::spin_loop(),
+            Err(stage2::UnmapError::BlockInTheWay) => return Err(Error::IllegalOperation),
+            Err(_) => return Err(Error::InvalidArgument),
+        }
+    }
+}
+
 /// True if `frame` is already mapped into the address space `vttbr` (a frame may be
 /// mapped once into each address space).
 fn frame_in_use(frame: u64, vttbr: u64) -> bool {
@@ -582,7 +704,7 @@ pub fn bind_region(
     {
         return Err(Error::RangeError);
     }
-    if frame_in_use(frame, vt) {
+    if frame_in_use(frame, vt) || overlaps_mapping(vt, ipa, size) {
         return Err(Error::DeleteFirst);
     }
     let mut free = None;
@@ -606,12 +728,14 @@ pub fn bind_region(
         vttbr: vt,
         ipa,
         region: i + 1,
+        bitmap: false,
     })
     .map_err(|_| Error::NotEnoughMemory)?;
     let r = region(vs, i);
     KObj.wr(r + R_IPA, ipa);
     KObj.wr(r + R_SIZE, size);
     KObj.wr(r + R_PA, frame);
+    KObj.wr(r + R_BITMAP, 0);
     // Publishes the fields above to fault handlers that see the flags.
     atomic_word(r + R_FLAGS).store(R_VALID | map, Ordering::Release);
     Ok(())
@@ -755,7 +879,7 @@ pub fn map_frame(
     {
         return Err(Error::RangeError);
     }
-    if frame_in_use(frame, vt) {
+    if frame_in_use(frame, vt) || overlaps_mapping(vt, ipa, size) {
         return Err(Error::DeleteFirst);
     }
     let m = Mapping {
@@ -765,6 +889,7 @@ pub fn map_frame(
         vttbr: vt,
         ipa,
         region: 0,
+        bitmap: false,
     };
     MAPS.lock().push(m).map_err(|_| Error::NotEnoughMemory)?;
     let root = PhysAddr(vt & 0x0000_ffff_ffff_fffe);
@@ -782,7 +907,8 @@ pub fn map_frame(
         );
         if let Err(e) = r {
             unmap_mapping(&Mapping { size: off, ..m });
-            MAPS.lock().retain(|x| x.frame != frame);
+            MAPS.lock()
+                .retain(|x| !(x.frame == frame && x.vttbr == vt && x.region == 0));
             return Err(match e {
                 MapError::NoMemory => Error::NotEnoughMemory,
                 MapError::Locked => Error::Busy,

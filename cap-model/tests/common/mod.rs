@@ -96,6 +96,7 @@ pub fn ok(m: &mut Model, op: Op) {
     m.check_consistency()
         .expect("consistent after the operation");
     cap_model::invariants::check_all(&m.snapshot(), m.config()).expect("invariants hold");
+    cap_model::invariants::check_vm(m).expect("invariants of the object state hold");
 }
 
 /// The address of the CNode whose cap is in root slot `i`.

@@ -32,6 +32,8 @@ mod guest {
     const CHURN_UNMAP: u64 = 1;
     const CHURN_COLLAPSE: u64 = 2;
     const CHURN_SPLIT: u64 = 3;
+    const CHURN_LOG_START: u64 = 4;
+    const CHURN_LOG_HARVEST: u64 = 5;
 
     core::arch::global_asm!(
         ".section .text.start, \"ax\"",
@@ -117,8 +119,12 @@ mod guest {
     }
 
     fn write_pages(id: u64, round: u64) {
+        write_pages_until(id, round, AREA_END)
+    }
+
+    fn write_pages_until(id: u64, round: u64, end: u64) {
         let mut p = AREA + id * PAGE;
-        while p < AREA_END {
+        while p < end {
             let v = pattern(p, round);
             // SAFETY: `p` is a page of this guest's RAM test area, which nothing but
             // this program uses; aligned u64 accesses.
@@ -347,6 +353,30 @@ mod guest {
                     what,
                     BAD.load(Ordering::Acquire)
                 ));
+            }
+        }
+        barrier();
+        // Dirty logging: the VMM write-protects the area; the vCPUs write the first half
+        // again (with the last round's pattern, so nothing changes); the VMM's bitmap must
+        // hold exactly those pages, and nothing once harvested.
+        if id == 0 {
+            hvc(HVC_CHURN, CHURN_LOG_START, AREA, AREA_END - AREA);
+        }
+        barrier();
+        let half = AREA + (AREA_END - AREA) / 2;
+        write_pages_until(id, ROUNDS - 1, half);
+        barrier();
+        if id == 0 {
+            let logged = hvc(HVC_CHURN, CHURN_LOG_HARVEST, AREA, AREA_END - AREA);
+            let again = hvc(HVC_CHURN, CHURN_LOG_HARVEST, AREA, AREA_END - AREA);
+            line(format_args!(
+                "faultstorm: dirty log: {} of {} pages written were logged, then {}",
+                logged,
+                (half - AREA) / PAGE,
+                again
+            ));
+            if logged != (half - AREA) / PAGE || again != 0 {
+                BAD.fetch_add(1, Ordering::AcqRel);
             }
         }
         barrier();

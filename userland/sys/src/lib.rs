@@ -259,9 +259,9 @@ pub mod invocation {
     pub const VSPACE_SPLIT: u64 = 27;
     /// Frame Map: MR0 = index of a VSpace cap, or [`SELF_SPACE`] for the caller's own
     /// address space; MR1 = IPA (aligned to the frame's size); MR2 = rights
-    /// ([`map_rights`]) | memory type << 8 (0 normal, 1 device); MR3 = index of the
-    /// TablePool tables come from when mapping into the caller's own space. One mapping
-    /// per frame at a time; it goes when the frame is destroyed.
+    /// ([`map_rights`]) | memory type << 8 (0 normal, 1 device). A frame is mapped at
+    /// most once into each address space, never over another mapping or region; every
+    /// mapping goes when the frame is destroyed.
     pub const FRAME_MAP: u64 = 28;
     /// Frame Unmap: removes the frame's mapping.
     pub const FRAME_UNMAP: u64 = 29;
@@ -279,6 +279,12 @@ pub mod invocation {
     /// VCPU WriteSysreg: MR0 = [`vcpu_reg`] index, MR1 = value. The bound thread must not
     /// be running.
     pub const VCPU_WRITE_SYSREG: u64 = 34;
+    /// VSpace LogDirty: MR0 = base IPA of a bound region, MR1 = index of a writable Frame
+    /// cap (at least one bit per page of the region) that becomes its dirty bitmap, or 0
+    /// to stop logging. Every page of the region is write-protected (again: call it after
+    /// harvesting the bitmap); the first write to a page sets its bit. x1 = pages
+    /// write-protected.
+    pub const VSPACE_LOG_DIRTY: u64 = 35;
     /// FRAME_MAP's MR0 for the caller's own address space.
     pub const SELF_SPACE: u64 = u64::MAX;
 }

@@ -372,6 +372,8 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
                     )
                     .map(|()| [0; 2])
                 }),
+                4 => start_dirty_log(vm),
+                5 => return results(harvest_dirty(vm, x[2], x[3])),
                 _ => Err(Error::InvalidArgument),
             };
             match r {
@@ -407,6 +409,59 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
         }
         _ => results(PSCI_NOT_SUPPORTED),
     }
+}
+
+/// The dirty bitmap of the test guest's RAM (4 KiB: a bit per page of up to 128 MiB), in
+/// slot 899 and at this address of the VMM's own space.
+const S_DIRTY: u64 = 899;
+const DIRTY_WINDOW: u64 = 0x90_0000_0000;
+
+/// Turns on dirty logging of the VM's RAM region (write-protecting it).
+fn start_dirty_log(vm: &mut Vm) -> Result<[u64; 2], Error> {
+    if make(ObjectType::Frame4K, 0, S_DIRTY).is_ok() {
+        call(
+            S_DIRTY,
+            info(invocation::FRAME_MAP),
+            [
+                invocation::SELF_SPACE,
+                DIRTY_WINDOW,
+                map_rights::READ | map_rights::WRITE,
+                0,
+            ],
+        )?;
+    }
+    call_ret(
+        vm.vspace(),
+        info(invocation::VSPACE_LOG_DIRTY),
+        [RAM_IPA, S_DIRTY, 0, 0],
+    )
+}
+
+/// Takes the dirty bits (clearing them), write-protects the region again, and returns how
+/// many pages of `[ipa, ipa + len)` were written since the last harvest.
+fn harvest_dirty(vm: &mut Vm, ipa: u64, len: u64) -> u64 {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    let (first, last) = ((ipa - RAM_IPA) / 4096, (ipa + len - RAM_IPA) / 4096);
+    let mut count = 0;
+    for w in 0..512u64 {
+        // SAFETY: the bitmap frame is mapped read/write at DIRTY_WINDOW (4 KiB: 512
+        // words); the kernel sets bits in it atomically, so it is read and cleared
+        // atomically too.
+        let word = unsafe { &*((DIRTY_WINDOW + 8 * w) as *const AtomicU64) };
+        let bits = word.swap(0, Ordering::AcqRel);
+        for b in 0..64 {
+            let page = w * 64 + b;
+            if bits & (1 << b) != 0 && (first..last).contains(&page) {
+                count += 1;
+            }
+        }
+    }
+    let _ = call_ret(
+        vm.vspace(),
+        info(invocation::VSPACE_LOG_DIRTY),
+        [RAM_IPA, S_DIRTY, 0, 0],
+    );
+    count
 }
 
 /// Destroys the VSpace while the other vCPUs are still faulting on it, then checks that

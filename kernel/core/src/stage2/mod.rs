@@ -468,6 +468,8 @@ pub fn teardown<M: TableMem>(
 
 mod bbm;
 pub use bbm::*;
+mod dirty;
+pub use dirty::{relax_write, write_protect_range};
 
 #[cfg(all(test, not(loom)))]
 mod tests;
