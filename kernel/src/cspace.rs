@@ -106,8 +106,9 @@ pub struct CSpace {
 
 /// Builds a root CNode at `frames` (which must be `2^(ROOT_RADIX + 5)` bytes of zeroed,
 /// aligned RAM the kernel owns) holding its own cap in slot 1 and one Untyped cap per
-/// aligned block of `ram` from slot 2.
-pub fn make_root(frames: PhysAddr, ram: &[PhysRange]) -> CSpace {
+/// aligned block of `ram` from slot 2, then (with `control`) the IRQControl and
+/// SchedControl caps.
+pub fn make_root(frames: PhysAddr, ram: &[PhysRange], control: bool) -> CSpace {
     let mut blocks: heapless::Vec<(u64, u32, bool), MAX_UNTYPEDS> = heapless::Vec::new();
     'outer: for r in ram {
         for (base, bits) in pow2_blocks(*r, 12, bulkhead_sys::cap::MAX_UNTYPED_BITS) {
@@ -118,7 +119,7 @@ pub fn make_root(frames: PhysAddr, ram: &[PhysRange]) -> CSpace {
     }
     let mut slots = CAPS.lock();
     let root = cap::boot(&mut *slots, frames.0, ROOT_RADIX, 64 - ROOT_RADIX, &blocks);
-    if let Cap::CNode { addr, .. } = root {
+    if let (true, Cap::CNode { addr, .. }) = (control, root) {
         let slot = irq_control_slot(blocks.len() as u64);
         cap::place_initial(&mut *slots, addr, slot, Cap::IrqControl);
         cap::place_initial(&mut *slots, addr, slot + 1, Cap::SchedControl);
@@ -532,6 +533,7 @@ fn invoke_tcb(
             KObj.wr(t + tcb::PRIO, mr[1]);
             KObj.wr(t + tcb::FAULT_EP, mr[2]);
             KObj.wr(t + tcb::VTTBR, KObj.rd(caller + tcb::VTTBR));
+            KObj.wr(t + tcb::TASK, KObj.rd(caller + tcb::TASK));
             let vs = KObj.rd(caller + tcb::VSPACE);
             if vs != 0 {
                 crate::vm::set_space(t, vs)?;

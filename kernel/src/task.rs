@@ -20,9 +20,10 @@ use kcore::thread::{tcb, ObjMem, State};
 
 /// Top of every task's stack (IPA).
 pub const STACK_TOP: u64 = 0x1_0000_0000;
-/// The TCB of the boot task's first thread until its first syscall (logged once), else 0.
-pub static FIRST_SYSCALL_PENDING: core::sync::atomic::AtomicU64 =
-    core::sync::atomic::AtomicU64::new(0);
+/// Per payload slot: the TCB of that boot task's first thread until its first syscall
+/// (logged once), else 0.
+pub static FIRST_SYSCALL_PENDING: [core::sync::atomic::AtomicU64; kcore::bootimage::MAX_TASKS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; kcore::bootimage::MAX_TASKS];
 
 /// Where a boot task's first thread finds its IPC buffer (one page, read/write).
 pub const IPC_BUFFER: u64 = 0xf000_0000;
@@ -106,7 +107,7 @@ fn map(root: PhysAddr, ipa: u64, pa: PhysAddr, perms: Perms) -> Result<(), MapEr
     )
 }
 
-fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError> {
+fn load(t: &BootTask<'static>, untyped: &[PhysRange], control: bool) -> Result<Task, LoadError> {
     let elf = Elf::parse(t.elf).map_err(LoadError::Elf)?;
     let root = mem::alloc_zeroed_aligned(2, stage2::ROOT_SIZE).ok_or(LoadError::NoMemory)?;
     let pages = cspace::ROOT_BYTES / PAGE_SIZE;
@@ -118,7 +119,7 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
     let cspace = if untyped.is_empty() {
         cspace::make_empty_root(cnode_frames)
     } else {
-        cspace::make_root(cnode_frames, untyped)
+        cspace::make_root(cnode_frames, untyped, control)
     };
     let Some(tcb_frame) = mem::alloc_zeroed() else {
         mem::free(root);
@@ -141,7 +142,7 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
     match populate(&task, &elf) {
         Ok(()) => {}
         Err(e) => {
-            destroy(&task);
+            destroy(&task, false);
             return Err(e);
         }
     }
@@ -155,7 +156,7 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
         (tcb::reg(3), cspace::ROOT_RADIX as u64),
         (
             tcb::reg(4),
-            if task.cspace.untypeds > 0 {
+            if control {
                 cspace::irq_control_slot(task.cspace.untypeds)
             } else {
                 0
@@ -163,7 +164,7 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
         ),
         (
             tcb::reg(5),
-            if task.cspace.untypeds > 0 {
+            if control {
                 cspace::irq_control_slot(task.cspace.untypeds) + 1
             } else {
                 0
@@ -176,6 +177,7 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange]) -> Result<Task, LoadError>
         (tcb::IPC_BUF, IPC_BUFFER),
         (tcb::reg(6), IPC_BUFFER),
         (tcb::VTTBR, task.vttbr()),
+        (tcb::TASK, t.slot as u64),
         (tcb::STATE, State::Ready as u64),
     ];
     for (off, v) in regs {
@@ -227,10 +229,16 @@ fn populate(task: &Task, elf: &Elf<'static>) -> Result<(), LoadError> {
 }
 
 /// Unmaps and frees everything the task owns and drops its TLB entries everywhere.
-fn destroy(task: &Task) {
+/// `alone`: it is the only task, so every thread of the system is its thread.
+fn destroy(task: &Task, alone: bool) {
     sched::forget_vttbr();
-    // Its threads go first (they may be queued anywhere), then its capabilities.
-    sched::reset();
+    // Its threads go first (they may be queued anywhere), then its capabilities (the
+    // threads it made stop as their TCBs go with them).
+    if alone {
+        sched::reset();
+    } else {
+        sched::stop(task.tcb, 0);
+    }
     cspace::take_root(task.tcb);
     cspace::destroy(&task.cspace);
     mem::free(PhysAddr(task.tcb));
@@ -254,15 +262,15 @@ fn destroy(task: &Task) {
     mem::free(PhysAddr(task.root.0 + PAGE_SIZE));
 }
 
-/// Copies `len` bytes at `addr` in the task's space into `buf`, page by page, through
-/// its stage-2 table. Fails unless every byte is mapped readable.
-pub fn copy_from_task(task: &Task, addr: u64, buf: &mut [u8]) -> bool {
+/// Copies `len` bytes at `addr` of the address space with stage-2 root `root` into
+/// `buf`, page by page, through its tables. Fails unless every byte is mapped readable.
+pub fn copy_from_space(root: PhysAddr, addr: u64, buf: &mut [u8]) -> bool {
     let mut done = 0usize;
     while done < buf.len() {
         let Some(a) = addr.checked_add(done as u64) else {
             return false;
         };
-        let Some((pa, perms)) = stage2::translate(&IdentityMem, task.root, Ipa(a)) else {
+        let Some((pa, perms)) = stage2::translate(&IdentityMem, root, Ipa(a)) else {
             return false;
         };
         if !perms.read {
@@ -275,25 +283,30 @@ pub fn copy_from_task(task: &Task, addr: u64, buf: &mut [u8]) -> bool {
     true
 }
 
-/// What the boot core runs: the payload's tasks, one after the other.
+/// The boot tasks: one after the other (the first gets all free RAM), or, when the
+/// payload gives any task RAM of its own, all at once from boot (see
+/// `kcore::bootimage`).
 pub struct Runner {
     payload: Option<Payload<'static>>,
-    /// RAM handed out as Untyped memory, to the first task only.
+    /// RAM handed out as Untyped memory.
     untyped: heapless::Vec<PhysRange, { kcore::frames::MAX_RANGES }>,
     next: usize,
-    /// The task running now.
-    pub current: Option<Task>,
+    /// The tasks running now.
+    pub running: heapless::Vec<Task, { kcore::bootimage::MAX_TASKS }>,
     /// Tasks that ended by a fault.
     pub faulted: usize,
+    /// All tasks start at boot.
+    concurrent: bool,
 }
 
-/// The runner of the boot core.
+/// The boot tasks.
 pub static RUNNER: SpinLock<Runner> = SpinLock::new(Runner {
     payload: None,
     untyped: heapless::Vec::new(),
     next: 0,
-    current: None,
+    running: heapless::Vec::new(),
     faulted: 0,
+    concurrent: false,
 });
 
 /// How a task ended.
@@ -305,57 +318,113 @@ pub enum End {
 }
 
 impl Runner {
-    /// Installs the payload and the RAM that becomes the first task's Untyped memory.
+    /// Installs the payload and the RAM that becomes Untyped memory.
     pub fn set_payload(&mut self, p: Payload<'static>, untyped: &[PhysRange]) {
         self.payload = Some(p);
         self.untyped = untyped.iter().copied().collect();
+        self.concurrent = p.tasks().any(|t| t.memory != [0, 0]);
     }
 
-    /// Ends the current task and frees what it had.
-    pub fn end_current(&mut self, how: End) {
-        if let Some(t) = self.current.take() {
-            match how {
-                End::Exited(status) => {
-                    defmt::info!("task {=str} exited with status {=u64}", t.name, status)
-                }
-                End::Faulted => self.faulted += 1,
+    /// The running task whose first thread is `tcb`.
+    pub fn task_of(&self, tcb: u64) -> Option<&Task> {
+        self.running.iter().find(|t| t.tcb == tcb)
+    }
+
+    /// Ends the task whose first thread is `tcb` and frees what it had; then starts the
+    /// next one (one-after-the-other mode).
+    pub fn end(&mut self, tcb: u64, how: End) {
+        let Some(i) = self.running.iter().position(|t| t.tcb == tcb) else {
+            return;
+        };
+        let t = self.running.swap_remove(i);
+        match how {
+            End::Exited(status) => {
+                defmt::info!("task {=str} exited with status {=u64}", t.name, status)
             }
-            destroy(&t);
+            End::Faulted => self.faulted += 1,
+        }
+        destroy(&t, !self.concurrent);
+        if !self.concurrent {
+            self.load_next();
         }
     }
 
-    /// Loads the next task that loads; `false` when none is left.
-    pub fn load_next(&mut self) -> bool {
-        let Some(p) = self.payload else { return false };
+    fn start(&mut self, bt: &BootTask<'static>, untyped: &[PhysRange], control: bool) {
+        match load(bt, untyped, control) {
+            Ok(t) => {
+                defmt::info!(
+                    "task {=str} started at EL0: entry {=u64:#x}, VMID {=u16}, arg {=u64}",
+                    t.name,
+                    KObj.rd(t.tcb + tcb::CTX + 32 * 8),
+                    t.vmid,
+                    bt.arg
+                );
+                FIRST_SYSCALL_PENDING[t.slot].store(t.tcb, core::sync::atomic::Ordering::Relaxed);
+                sched::ipc(|m, w| w(m, t.tcb));
+                let _ = self.running.push(t);
+            }
+            Err(e) => defmt::error!("task {=str} not started: {}", bt.name, e),
+        }
+    }
+
+    /// Starts the next task (one after the other), or every task (all at once).
+    pub fn load_next(&mut self) {
+        let Some(p) = self.payload else { return };
+        if self.concurrent {
+            if self.next > 0 {
+                return;
+            }
+            self.next = p.len();
+            // Each task's own blocks first, then the first task gets the rest.
+            let mut own: [heapless::Vec<PhysRange, 2>; kcore::bootimage::MAX_TASKS] =
+                core::array::from_fn(|_| heapless::Vec::new());
+            for bt in p.tasks() {
+                for bits in bt.memory.into_iter().filter(|&b| b != 0) {
+                    match kcore::frames::carve_aligned(&mut self.untyped, bits) {
+                        Some(r) => {
+                            let _ = own[bt.slot].push(r);
+                        }
+                        None => defmt::error!(
+                            "task {=str}: no free aligned block of 2^{=u32} bytes left",
+                            bt.name,
+                            bits
+                        ),
+                    }
+                }
+            }
+            for bt in p.tasks() {
+                let mut mine: heapless::Vec<PhysRange, { kcore::frames::MAX_RANGES }> =
+                    own[bt.slot].iter().copied().collect();
+                if bt.slot == 0 {
+                    for r in self.untyped.iter() {
+                        let _ = mine.push(*r);
+                    }
+                }
+                self.start(&bt, &mine, bt.slot == 0);
+            }
+            return;
+        }
         while let Some(bt) = p.task(self.next) {
             self.next += 1;
             // Only the first task gets the Untyped memory (it is never handed out twice).
-            let untyped = if bt.slot == 0 { &self.untyped[..] } else { &[] };
-            match load(&bt, untyped) {
-                Ok(t) => {
-                    defmt::info!(
-                        "task {=str} started at EL0: entry {=u64:#x}, VMID {=u16}, arg {=u64}",
-                        t.name,
-                        KObj.rd(t.tcb + tcb::CTX + 32 * 8),
-                        t.vmid,
-                        bt.arg
-                    );
-                    FIRST_SYSCALL_PENDING.store(t.tcb, core::sync::atomic::Ordering::Relaxed);
-                    sched::ipc(|m, w| w(m, t.tcb));
-                    self.current = Some(t);
-                    return true;
-                }
-                Err(e) => defmt::error!("task {=str} not started: {}", bt.name, e),
+            let untyped: heapless::Vec<PhysRange, { kcore::frames::MAX_RANGES }> = if bt.slot == 0 {
+                self.untyped.iter().copied().collect()
+            } else {
+                heapless::Vec::new()
+            };
+            let before = self.running.len();
+            self.start(&bt, &untyped, bt.slot == 0);
+            if self.running.len() > before {
+                return;
             }
         }
-        false
     }
 }
 
 /// Leaves the kernel: runs whatever thread is due (see `sched::resume`); when no boot
 /// task is left, shuts the kernel down.
 pub fn run_current(runner: crate::sync::Guard<'_, Runner>) -> ! {
-    if runner.current.is_none() {
+    if runner.running.is_empty() {
         let faulted = runner.faulted;
         drop(runner);
         defmt::info!(

@@ -80,16 +80,20 @@ fn fault(regs: &Trap, what: &str, label: u64) -> ! {
         sched::resume();
     }
     let mut r = RUNNER.lock();
-    let (name, root) = r.current.as_ref().map_or(("?", 0), |t| (t.name, t.tcb));
-    if cur == root {
+    let slot = KObj.rd(cur + tcb::TASK) as usize;
+    let name = r
+        .running
+        .iter()
+        .find(|t| t.slot == slot)
+        .map_or("?", |t| t.name);
+    if r.task_of(cur).is_some() {
         report("task", name, regs.elr, regs.spsr);
         defmt::warn!(
             "task {=str} killed by a fault ({=str}); the kernel carries on",
             name,
             what
         );
-        r.end_current(End::Faulted);
-        r.load_next();
+        r.end(cur, End::Faulted);
         task::run_current(r);
     }
     drop(r);
@@ -319,8 +323,9 @@ fn syscall(regs: &Trap) -> ! {
     );
     // The first syscall of a boot task's first thread is logged once; checking for it
     // costs one atomic, not the boot-task lock, on every syscall.
-    if task::FIRST_SYSCALL_PENDING.load(core::sync::atomic::Ordering::Relaxed) == cur
-        && task::FIRST_SYSCALL_PENDING
+    let slot = (KObj.rd(cur + tcb::TASK) as usize).min(task::FIRST_SYSCALL_PENDING.len() - 1);
+    if task::FIRST_SYSCALL_PENDING[slot].load(core::sync::atomic::Ordering::Relaxed) == cur
+        && task::FIRST_SYSCALL_PENDING[slot]
             .compare_exchange(
                 cur,
                 0,
@@ -331,25 +336,19 @@ fn syscall(regs: &Trap) -> ! {
     {
         let r = RUNNER.lock();
         // SPSR_EL2.M[3:0] says where the call came from; 0b0000 is EL0t.
-        if let Some(t) = r.current.as_ref().filter(|_| regs.spsr & 0xf == 0) {
+        if let Some(t) = r.task_of(cur).filter(|_| regs.spsr & 0xf == 0) {
             defmt::info!("task {=str}: first syscall, from EL0", t.name);
         }
     }
     match Syscall::from_raw(x[7]) {
         Some(Syscall::DebugLog) => {
-            let r = RUNNER.lock();
-            let res = match r.current.as_ref() {
-                Some(t) => debug_log(t, x[0], x[1]),
-                None => Err(Error::InvalidArgument),
-            };
-            drop(r);
+            let res = debug_log(cur, slot, x[0], x[1]);
             set(cur, 0, code(res));
         }
         Some(Syscall::Exit) => {
             let mut r = RUNNER.lock();
-            if r.current.as_ref().is_some_and(|t| t.tcb == cur) {
-                r.end_current(End::Exited(x[0]));
-                r.load_next();
+            if r.task_of(cur).is_some() {
+                r.end(cur, End::Exited(x[0]));
                 task::run_current(r);
             }
             drop(r);
@@ -435,17 +434,20 @@ fn syscall(regs: &Trap) -> ! {
     sched::resume()
 }
 
-fn debug_log(t: &task::Task, addr: u64, len: u64) -> Result<(), Error> {
+/// DebugLog of thread `t` of the boot task in payload slot `slot`: the frame is read from
+/// the thread's own address space and tagged with the task's log tag.
+fn debug_log(t: u64, slot: usize, addr: u64, len: u64) -> Result<(), Error> {
     if len == 0 || len > MAX_TASK_FRAME as u64 {
         return Err(Error::BadLength);
     }
     let mut buf = [0u8; MAX_TASK_FRAME];
     let frame = &mut buf[..len as usize];
-    if !task::copy_from_task(t, addr, frame) {
+    let root = kcore::addr::PhysAddr(KObj.rd(t + tcb::VTTBR) & 0x0000_ffff_ffff_fffe);
+    if root.0 == 0 || !task::copy_from_space(root, addr, frame) {
         return Err(Error::BadAddress);
     }
     check_task_frame(frame).map_err(|_| Error::InvalidArgument)?;
-    crate::log::write_task_frame(task_tag(t.slot), frame);
+    crate::log::write_task_frame(task_tag(slot), frame);
     Ok(())
 }
 

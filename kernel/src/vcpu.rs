@@ -126,6 +126,11 @@ pub fn switch(prev: u64, next: u64) {
             CNTHCTL_NATIVE
         });
         virt::trap_debug(nv != 0);
+        if nv == 0 {
+            // A guest's CPACR_EL1 may disable FP/SIMD for EL1 and EL0; native threads
+            // run at EL0 under it too, so it goes back to "no traps".
+            virt::native_el1();
+        }
     }
 }
 

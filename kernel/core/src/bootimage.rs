@@ -12,9 +12,15 @@
 //!         offset u32       of the ELF image from the payload start
 //!         size   u32       of the ELF image
 //!         arg    u64       passed to the task in x0
-//!         flags  u64       reserved, zero
-//!       ELF images, each 8-byte aligned
+//!         flags  u64       memory: bits 7:0 and 15:8 are log2 sizes of up to two
+//!                          naturally aligned blocks of RAM the task receives as
+//!                          Untyped memory (0 = none); the rest zero
+//!       ELF images, each 8-byte aligned (identical images are stored once)
 //! ```
+//!
+//! When no task asks for memory, the kernel runs the tasks one after another and gives
+//! all free RAM to the first; when any does, it starts them all at boot, each with its
+//! blocks, and the first gets what is left.
 //!
 //! The parser checks every offset and size against the payload's length; nothing in it is
 //! trusted further than that (the ELF loader validates each image again).
@@ -57,6 +63,13 @@ pub struct Task<'a> {
     pub elf: &'a [u8],
     /// Value for the task's x0.
     pub arg: u64,
+    /// log2 sizes of the RAM blocks it asks for (0 = none).
+    pub memory: [u32; 2],
+}
+
+/// The flags word of an entry for `memory` (log2 block sizes, 0 = none).
+pub const fn memory_flags(memory: [u32; 2]) -> u64 {
+    (memory[0] as u64 & 0xff) | ((memory[1] as u64 & 0xff) << 8)
 }
 
 /// A checked payload.
@@ -130,6 +143,10 @@ impl<'a> Payload<'a> {
             name,
             elf: &self.bytes[off..end],
             arg: u64_at(self.bytes, e + 24),
+            memory: {
+                let f = u64_at(self.bytes, e + 32);
+                [(f & 0xff) as u32, ((f >> 8) & 0xff) as u32]
+            },
         })
     }
 
@@ -150,8 +167,10 @@ impl<'a> Payload<'a> {
 
 /// Builds a payload (used by the tools; the kernel only parses).
 ///
-/// Each task is `(name, elf, arg)`. Names longer than [`NAME_LEN`] bytes are rejected.
-pub fn build(tasks: &[(&str, &[u8], u64)], out: &mut [u8]) -> Result<usize, PayloadError> {
+/// Each task is `(name, elf, arg, flags)` (flags: [`memory_flags`]). Names longer than
+/// [`NAME_LEN`] bytes are rejected. An image identical to an earlier task's is stored
+/// once.
+pub fn build(tasks: &[(&str, &[u8], u64, u64)], out: &mut [u8]) -> Result<usize, PayloadError> {
     if tasks.len() > MAX_TASKS {
         return Err(PayloadError::TooManyTasks);
     }
@@ -162,30 +181,39 @@ pub fn build(tasks: &[(&str, &[u8], u64)], out: &mut [u8]) -> Result<usize, Payl
     out[..pos].fill(0);
     out[..8].copy_from_slice(&MAGIC);
     out[8..12].copy_from_slice(&(tasks.len() as u32).to_le_bytes());
-    for (i, (name, elf, arg)) in tasks.iter().enumerate() {
+    for (i, (name, elf, arg, flags)) in tasks.iter().enumerate() {
         if name.len() > NAME_LEN {
             return Err(PayloadError::BadName);
         }
-        pos = (pos + 7) & !7;
-        let end = pos + elf.len();
-        if end > out.len() {
-            return Err(PayloadError::Truncated);
-        }
         let e = HEADER_SIZE + i * ENTRY_SIZE;
+        let same = (0..i).find(|&j| tasks[j].1 == *elf);
+        let at = match same {
+            Some(j) => u32_at(out, HEADER_SIZE + j * ENTRY_SIZE + 16) as usize,
+            None => {
+                pos = (pos + 7) & !7;
+                let end = pos + elf.len();
+                if end > out.len() {
+                    return Err(PayloadError::Truncated);
+                }
+                out[pos..end].copy_from_slice(elf);
+                let at = pos;
+                pos = end;
+                at
+            }
+        };
         out[e..e + name.len()].copy_from_slice(name.as_bytes());
-        out[e + 16..e + 20].copy_from_slice(&(pos as u32).to_le_bytes());
+        out[e + 16..e + 20].copy_from_slice(&(at as u32).to_le_bytes());
         out[e + 20..e + 24].copy_from_slice(&(elf.len() as u32).to_le_bytes());
         out[e + 24..e + 32].copy_from_slice(&arg.to_le_bytes());
-        out[pos..end].copy_from_slice(elf);
-        pos = end;
+        out[e + 32..e + 40].copy_from_slice(&flags.to_le_bytes());
     }
     Ok(pos)
 }
 
-/// Bytes [`build`] needs for these tasks.
-pub fn built_size(tasks: &[(&str, &[u8], u64)]) -> usize {
+/// Bytes [`build`] needs for these tasks (at most: identical images count once there).
+pub fn built_size(tasks: &[(&str, &[u8], u64, u64)]) -> usize {
     let mut pos = HEADER_SIZE + tasks.len() * ENTRY_SIZE;
-    for (_, elf, _) in tasks {
+    for (_, elf, _, _) in tasks {
         pos = ((pos + 7) & !7) + elf.len();
     }
     pos
@@ -196,10 +224,30 @@ mod tests {
     use super::*;
 
     fn make(tasks: &[(&str, &[u8], u64)]) -> Vec<u8> {
-        let mut v = vec![0; built_size(tasks)];
-        let n = build(tasks, &mut v).unwrap();
+        let t: Vec<_> = tasks.iter().map(|&(n, e, a)| (n, e, a, 0)).collect();
+        let mut v = vec![0; built_size(&t)];
+        let n = build(&t, &mut v).unwrap();
         assert_eq!(n, v.len());
         v
+    }
+
+    #[test]
+    fn identical_images_are_stored_once_and_memory_round_trips() {
+        let img: &[u8] = b"\x7fELF-the-same-image";
+        let t = [
+            ("a", img, 14 | 1 << 32, memory_flags([28, 26])),
+            ("b", img, 14 | 2 << 32, memory_flags([28, 0])),
+        ];
+        let mut v = vec![0; built_size(&t)];
+        let n = build(&t, &mut v).unwrap();
+        assert!(n < built_size(&t), "the second copy is not stored");
+        let p = Payload::parse(&v[..n]).unwrap();
+        let got: Vec<_> = p.tasks().collect();
+        assert_eq!(got[0].elf, img);
+        assert_eq!(got[1].elf, img);
+        assert_eq!(got[0].memory, [28, 26]);
+        assert_eq!(got[1].memory, [28, 0]);
+        assert_eq!(got[1].arg, 14 | 2 << 32);
     }
 
     #[test]
@@ -236,7 +284,7 @@ mod tests {
         let long = "x".repeat(17);
         let mut out = vec![0; 256];
         assert_eq!(
-            build(&[(&long, b"", 0)], &mut out).unwrap_err(),
+            build(&[(&long, b"", 0, 0)], &mut out).unwrap_err(),
             PayloadError::BadName
         );
     }

@@ -350,3 +350,71 @@ mod block_tests {
         }
     }
 }
+
+/// Cuts a naturally aligned block of `2^bits` bytes out of `ranges` (the first that has
+/// one, from the highest address down), leaving what is around it in the list; `None`
+/// if no range holds such a block or the list has no room for the remainders.
+pub fn carve_aligned(
+    ranges: &mut heapless::Vec<PhysRange, MAX_RANGES>,
+    bits: u32,
+) -> Option<PhysRange> {
+    let size = 1u64.checked_shl(bits)?;
+    for i in (0..ranges.len()).rev() {
+        let r = ranges[i];
+        // The highest aligned block inside the range.
+        let Some(top) = r.end.0.checked_sub(size) else {
+            continue;
+        };
+        let start = top & !(size - 1);
+        if start < r.start.0 {
+            continue;
+        }
+        let block = PhysRange {
+            start: PhysAddr(start),
+            end: PhysAddr(start + size),
+        };
+        let below = PhysRange {
+            start: r.start,
+            end: PhysAddr(start),
+        };
+        let above = PhysRange {
+            start: PhysAddr(start + size),
+            end: r.end,
+        };
+        let pieces = [below, above];
+        let keep = pieces.iter().filter(|p| p.end.0 > p.start.0).count();
+        if ranges.len() - 1 + keep > MAX_RANGES {
+            return None;
+        }
+        ranges.remove(i);
+        for p in pieces.into_iter().filter(|p| p.end.0 > p.start.0) {
+            let _ = ranges.push(p);
+        }
+        return Some(block);
+    }
+    None
+}
+
+#[cfg(test)]
+mod carve_tests {
+    use super::*;
+
+    #[test]
+    fn carves_aligned_blocks_and_keeps_the_rest() {
+        let mut v: heapless::Vec<PhysRange, MAX_RANGES> = heapless::Vec::new();
+        v.push(PhysRange::new(0x4700_0000, 0x3900_0000).unwrap())
+            .unwrap();
+        let a = carve_aligned(&mut v, 28).unwrap();
+        assert_eq!((a.start.0, a.end.0), (0x7000_0000, 0x8000_0000));
+        let b = carve_aligned(&mut v, 28).unwrap();
+        assert_eq!((b.start.0, b.end.0), (0x6000_0000, 0x7000_0000));
+        let c = carve_aligned(&mut v, 26).unwrap();
+        assert_eq!(c.start.0 % (1 << 26), 0);
+        let total: u64 = v.iter().map(|r| r.end.0 - r.start.0).sum();
+        assert_eq!(total, 0x3900_0000 - 2 * 0x1000_0000 - 0x400_0000);
+        for r in &v {
+            assert!(r.end.0 <= c.start.0 || r.start.0 >= c.end.0, "no overlap");
+        }
+        assert!(carve_aligned(&mut v, 30).is_none(), "no aligned GiB left");
+    }
+}

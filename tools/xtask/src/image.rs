@@ -175,11 +175,18 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
             elf: elf_path,
         });
     }
-    let entries: Vec<(&str, &[u8], u64)> = system
+    let entries: Vec<(&str, &[u8], u64, u64)> = system
         .tasks
         .iter()
         .zip(&images)
-        .map(|(t, elf)| (t.name.as_str(), elf.as_slice(), t.arg))
+        .map(|(t, elf)| {
+            (
+                t.name.as_str(),
+                elf.as_slice(),
+                t.arg,
+                kcore::bootimage::memory_flags(t.memory),
+            )
+        })
         .collect();
     let mut buf = vec![0u8; kcore::bootimage::built_size(&entries)];
     let len = kcore::bootimage::build(&entries, &mut buf)

@@ -84,10 +84,11 @@ pub struct Vm {
     pub cmdline: String,
 }
 
-/// Most VMs a system holds (one VMM task serves them all for now).
+/// Most VMs a system holds (each needs its guest RAM as an aligned block).
 pub const MAX_VMS: usize = 3;
-/// The name of the VMM task that serves a system's VMs.
-pub const VMM_TASK: &str = "vmm";
+/// log2 of the memory a VM's VMM gets besides its guest's RAM (64 MiB: its VSpace, table
+/// pool, TCBs, VCPUs and the tables of its window onto guest RAM).
+pub const VMM_EXTRA_BITS: u32 = 26;
 
 /// The kernel command line of a VM that names none.
 pub const DEFAULT_CMDLINE: &str = "console=ttyAMA0 earlycon=pl011,0x9000000 cma=0";
@@ -109,8 +110,12 @@ pub struct Task {
     pub binary: String,
     /// Mode name from the description.
     pub mode: String,
-    /// The mode's number, passed to the task in `x0`.
+    /// The mode's number, passed to the task in `x0` (a VM's VMM also gets its VM's
+    /// index in bits 63:32).
     pub arg: u64,
+    /// log2 sizes of the RAM blocks the task receives as its own (0 = none; see
+    /// `kcore::bootimage`): a VM's VMM gets its guest RAM and room for its objects.
+    pub memory: [u32; 2],
 }
 
 /// A checked system description.
@@ -269,6 +274,7 @@ fn check_task(raw: RawTask) -> Result<Task> {
         binary,
         mode,
         arg,
+        memory: [0, 0],
     })
 }
 
@@ -288,7 +294,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         .map_err(|e| anyhow!("{file}: {e}"))?;
     if raw.vm.len() > MAX_VMS {
         bail!(
-            "{file}: {} [[vm]] tables, but one VMM serves at most {MAX_VMS} VMs",
+            "{file}: {} [[vm]] tables, but a system holds at most {MAX_VMS} VMs",
             raw.vm.len()
         );
     }
@@ -322,10 +328,12 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
             cmdline,
         });
     }
-    if !vms.is_empty() {
-        // One VMM task serves every VM, as the first task (it needs the memory).
+    // Every VM gets a VMM task of its own, with the VM's name, started at boot with its
+    // own memory; the tasks are added (first) after the checks below.
+    let vm_count = vms.len();
+    for vm in &vms {
         raw_tasks.push(RawTask {
-            name: VMM_TASK.into(),
+            name: vm.name.clone(),
             binary: "vmm".into(),
             mode: Some("vm-linux".into()),
         });
@@ -346,7 +354,11 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, rt) in raw.task.into_iter().enumerate() {
         let label = format!("task #{} `{}`", i + 1, rt.name);
-        let task = check_task(rt).map_err(|e| anyhow!("{file}: {label}: {e}"))?;
+        let mut task = check_task(rt).map_err(|e| anyhow!("{file}: {label}: {e}"))?;
+        if i < vm_count {
+            task.arg |= (i as u64) << 32;
+            task.memory = [bulkhead_sys::vm_layout::RAM_BITS, VMM_EXTRA_BITS];
+        }
         if let Some(first) = seen.insert(task.name.clone(), i + 1) {
             bail!("{file}: {label}: duplicate name (task #{first} has it too)");
         }

@@ -28,8 +28,9 @@ mod entry {
     use bulkhead_sys::task_mode;
 
     #[no_mangle]
-    fn task_main(mode: u64) -> u64 {
-        match mode {
+    fn task_main(arg: u64) -> u64 {
+        // Bits 63:32 name a VMM's VM (see `crate::linux`).
+        match arg & 0xffff_ffff {
             task_mode::VM_FAULTSTORM => crate::vm::faultstorm(),
             task_mode::BENCH_STAGE2 => crate::bench::run(),
             task_mode::BENCH_POPULATE => crate::vm::populate(),

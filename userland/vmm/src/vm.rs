@@ -62,6 +62,12 @@ pub fn make(ty: ObjectType, bits: u32, dest: u64) -> Result<(), Error> {
             Err(e) => last = e,
         }
     }
+    defmt::warn!(
+        "vmm: no Untyped memory of ours holds a new object of type {=u64}, 2^{=u32} bytes: {}",
+        ty as u64,
+        bits,
+        last as u64
+    );
     Err(last)
 }
 
@@ -156,12 +162,13 @@ pub fn build(
         resets: 0,
     };
     let ram = slot_base(index) + 2;
+    // The largest object first: it may need a whole Untyped block of its own size.
+    make(ObjectType::Frame, ram_bits, ram)?;
     if index == 0 {
         make(ObjectType::Endpoint, 0, S_EP)?;
     }
     make(ObjectType::VSpace, 0, vm.vspace())?;
     make(ObjectType::TablePool, POOL_BITS, vm.pool())?;
-    make(ObjectType::Frame, ram_bits, ram)?;
     call(
         vm.vspace(),
         info(invocation::VSPACE_CONFIGURE),

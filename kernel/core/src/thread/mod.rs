@@ -103,6 +103,8 @@ pub mod tcb {
     pub const VCPU: u64 = 0x1e8;
     /// The VSpace object whose stage-2 it runs in (0 = a boot task's kernel-built one).
     pub const VSPACE: u64 = 0x1f0;
+    /// The payload slot of the boot task the thread belongs to (its log tag).
+    pub const TASK: u64 = 0x1f8;
     /// Saved FP/SIMD registers (q0..q31, FPCR, FPSR: 66 words), loaded lazily.
     pub const FP: u64 = 0x200;
     /// Its CSpace root: a CNode slot (32 bytes) inside the TCB.

@@ -187,6 +187,12 @@ pub fn trap_debug(guest: bool) {
     );
 }
 
+/// The EL1 controls native EL0 threads depend on: FP/SIMD enabled (CPACR_EL1.FPEN), which
+/// a guest that ran on this core may have left disabled.
+pub fn native_el1() {
+    sysreg_write!("cpacr_el1", 3 << 20);
+}
+
 /// Writes CNTHCTL_EL2 (EL1 access to the physical counter and timer).
 pub fn set_cnthctl(v: u64) {
     sysreg_write!("cnthctl_el2", v);
