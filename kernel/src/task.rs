@@ -178,6 +178,15 @@ fn load(t: &BootTask<'static>, untyped: &[PhysRange], control: bool) -> Result<T
         (tcb::reg(6), IPC_BUFFER),
         (tcb::VTTBR, task.vttbr()),
         (tcb::TASK, t.slot as u64),
+        // On the core the payload names, if that core is online.
+        (tcb::CORE, {
+            let online = crate::arch::cpu::ONLINE.load(core::sync::atomic::Ordering::Acquire);
+            if (t.core as usize) < online {
+                t.core as u64
+            } else {
+                0
+            }
+        }),
         (tcb::STATE, State::Ready as u64),
     ];
     for (off, v) in regs {

@@ -14,7 +14,8 @@
 //!         arg    u64       passed to the task in x0
 //!         flags  u64       memory: bits 7:0 and 15:8 are log2 sizes of up to two
 //!                          naturally aligned blocks of RAM the task receives as
-//!                          Untyped memory (0 = none); the rest zero
+//!                          Untyped memory (0 = none); bits 23:16: the core its first
+//!                          thread runs on, plus one (0 = core 0); the rest zero
 //!       ELF images, each 8-byte aligned (identical images are stored once)
 //! ```
 //!
@@ -65,6 +66,13 @@ pub struct Task<'a> {
     pub arg: u64,
     /// log2 sizes of the RAM blocks it asks for (0 = none).
     pub memory: [u32; 2],
+    /// The core its first thread runs on.
+    pub core: u32,
+}
+
+/// The flags bits that put a task's first thread on `core`.
+pub const fn core_flags(core: u32) -> u64 {
+    ((core as u64 + 1) & 0xff) << 16
 }
 
 /// The flags word of an entry for `memory` (log2 block sizes, 0 = none).
@@ -147,6 +155,7 @@ impl<'a> Payload<'a> {
                 let f = u64_at(self.bytes, e + 32);
                 [(f & 0xff) as u32, ((f >> 8) & 0xff) as u32]
             },
+            core: ((u64_at(self.bytes, e + 32) >> 16) & 0xff).saturating_sub(1) as u32,
         })
     }
 
@@ -236,7 +245,12 @@ mod tests {
         let img: &[u8] = b"\x7fELF-the-same-image";
         let t = [
             ("a", img, 14 | 1 << 32, memory_flags([28, 26])),
-            ("b", img, 14 | 2 << 32, memory_flags([28, 0])),
+            (
+                "b",
+                img,
+                14 | 2 << 32,
+                memory_flags([28, 0]) | core_flags(2),
+            ),
         ];
         let mut v = vec![0; built_size(&t)];
         let n = build(&t, &mut v).unwrap();
@@ -247,6 +261,7 @@ mod tests {
         assert_eq!(got[1].elf, img);
         assert_eq!(got[0].memory, [28, 26]);
         assert_eq!(got[1].memory, [28, 0]);
+        assert_eq!((got[0].core, got[1].core), (0, 2));
         assert_eq!(got[1].arg, 14 | 2 << 32);
     }
 

@@ -184,7 +184,7 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
                 t.name.as_str(),
                 elf.as_slice(),
                 t.arg,
-                kcore::bootimage::memory_flags(t.memory),
+                kcore::bootimage::memory_flags(t.memory) | kcore::bootimage::core_flags(t.core),
             )
         })
         .collect();

@@ -116,6 +116,9 @@ pub struct Task {
     /// log2 sizes of the RAM blocks the task receives as its own (0 = none; see
     /// `kcore::bootimage`): a VM's VMM gets its guest RAM and room for its objects.
     pub memory: [u32; 2],
+    /// The core its first thread runs on (a VMM runs on its VM's first core, so that
+    /// the exits of vCPU 0 stay on one core).
+    pub core: u32,
 }
 
 /// A checked system description.
@@ -275,6 +278,7 @@ fn check_task(raw: RawTask) -> Result<Task> {
         mode,
         arg,
         memory: [0, 0],
+        core: 0,
     })
 }
 
@@ -358,6 +362,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         if i < vm_count {
             task.arg |= (i as u64) << 32;
             task.memory = [bulkhead_sys::vm_layout::RAM_BITS, VMM_EXTRA_BITS];
+            task.core = vms[..i].iter().map(|v| v.vcpus as u32).sum();
         }
         if let Some(first) = seen.insert(task.name.clone(), i + 1) {
             bail!("{file}: {label}: duplicate name (task #{first} has it too)");
