@@ -10,8 +10,11 @@
 //!   baseline, with 1 and 2 threads (`src/bin/bench-stage2.rs`, built in release); the
 //!   in-kernel fault against a VMM round trip under -icount; guest populate wall time.
 //! - `vmexit`: guest exits served by the VMM, under -icount (the stage-2 system's run).
-//! - `boot`: wall time from QEMU's start to the Linux guest's init marker, natively and
-//!   under Bulkhead, runs alternating, and their ratio (`bench_boot`).
+//! - `boot`: wall time from QEMU's start to the Linux guest's init marker, natively, as
+//!   one VM under Bulkhead and as two VMs booting at once, in interleaved rounds, and
+//!   the ratios to native (`bench_boot`).
+//! - `size`: the kernel's sections, the boot payload and the boot image of the default
+//!   and the bring-up system, per board (`bench_size`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::bench_boot;
 use crate::bench_doc::{self, GroupRecord, Recorded, Spec, NONE, NOT_MEASURED};
+use crate::bench_size;
 use crate::image;
 use crate::qemu::{self, RunConfig};
 use crate::say;
@@ -31,7 +35,7 @@ use crate::system;
 pub const GROUPS: &[(&str, &str)] = &[
     (
         "ipc",
-        "syscall and IPC round trips in instructions, under QEMU -icount",
+        "syscall, IPC round trips and one-way IPC in instructions, under QEMU -icount",
     ),
     (
         "stage2",
@@ -43,7 +47,11 @@ pub const GROUPS: &[(&str, &str)] = &[
     ),
     (
         "boot",
-        "Linux boot to its init, wall time: natively on QEMU and under Bulkhead, and the ratio",
+        "Linux boot to its init, wall time: natively on QEMU, one VM and two VMs at once under Bulkhead, and the ratios",
+    ),
+    (
+        "size",
+        "kernel text, rodata, data and bss, boot payload and boot image sizes (default and bring-up systems)",
     ),
 ];
 
@@ -125,6 +133,67 @@ const ROWS: &[Row] = &[
             "the same with a 10-word message (IPC buffers)",
         )
     },
+    // One-way figures, as sel4bench takes them (userland/ktest/src/bench.rs): median of
+    // 64 samples, the counter-read pair subtracted.
+    row(
+        "ipc",
+        "ipc-overhead",
+        "instructions",
+        "the measurement itself: the counter read before an svc and the one after it, back to back (isb; mrs), subtracted from each one-way figure",
+    ),
+    Row {
+        reference: "seL4 255",
+        target: "≤ 230",
+        ..row(
+            "ipc",
+            "ipc-call-0",
+            "instructions",
+            "one-way Call, 0 words, same core and VSpace, equal priorities: client's counter read before the Call to the server's after its ReplyRecv returns",
+        )
+    },
+    Row {
+        reference: "seL4 277",
+        target: "≤ 250",
+        ..row(
+            "ipc",
+            "ipc-replyrecv-0",
+            "instructions",
+            "one-way ReplyRecv, 0 words: server's read before its ReplyRecv to the client's after its Call returns",
+        )
+    },
+    Row {
+        reference: "seL4 764",
+        ..row(
+            "ipc",
+            "ipc-call-10",
+            "instructions",
+            "one-way Call, 10 words (6 through the IPC buffers)",
+        )
+    },
+    Row {
+        reference: "seL4 738",
+        ..row(
+            "ipc",
+            "ipc-replyrecv-10",
+            "instructions",
+            "one-way ReplyRecv, 10 words",
+        )
+    },
+    Row {
+        reference: "seL4 695",
+        ..row(
+            "ipc",
+            "ipc-send-up",
+            "instructions",
+            "one-way Send, 0 words, to a higher-priority thread blocked in Recv (sender's read before the Send to the receiver's after its Recv returns)",
+        )
+    },
+    placeholder(
+        "ipc",
+        "ipc-call-0-other-vspace",
+        "instructions",
+        "one-way Call and ReplyRecv to a server in another address space (needs a second EL0 address space holding the server's code, which the benchmark task cannot build yet)",
+    ),
     row(
         "stage2",
         "stage2-host-cpus",
@@ -311,6 +380,7 @@ const ROWS: &[Row] = &[
     ),
     Row {
         reference: "Bao 1.14×",
+        target: "≤ 1.10",
         ..row(
             "boot",
             "boot-ratio",
@@ -318,6 +388,72 @@ const ROWS: &[Row] = &[
             "boot time under Bulkhead / native boot time (of the medians)",
         )
     },
+    row(
+        "boot",
+        "boot-two-vms-ms",
+        "ms",
+        "two such VMs booting at once under Bulkhead (cores 0-1 and 2-3), QEMU start until both guests' lines have arrived",
+    ),
+    Row {
+        reference: "Bao 1.49×",
+        target: "≤ 1.30",
+        ..row(
+            "boot",
+            "boot-two-vms-ratio",
+            "x",
+            "two-VM boot time / native boot time (of the medians)",
+        )
+    },
+    // tests/systems/boot.toml and systems/default.toml built for qemu-virt (`bench_size`).
+    row(
+        "size",
+        "size-kernel-text",
+        "bytes",
+        "kernel .text (qemu-virt, release)",
+    ),
+    row(
+        "size",
+        "size-kernel-rodata",
+        "bytes",
+        "kernel .rodata less the boot payload it embeds",
+    ),
+    row("size", "size-kernel-data", "bytes", "kernel .data"),
+    row(
+        "size",
+        "size-kernel-bss",
+        "bytes",
+        "kernel .bss (zeroed at boot, not in the image)",
+    ),
+    row(
+        "size",
+        "size-kernel-stacks",
+        "bytes",
+        "kernel stacks, 8 cores × (32 KiB + a 4 KiB guard page), not in the image",
+    ),
+    row(
+        "size",
+        "size-payload-bringup",
+        "bytes",
+        "boot payload of the bring-up system (tests/systems/boot.toml: one small task)",
+    ),
+    row(
+        "size",
+        "size-image-bringup",
+        "bytes",
+        "its boot image: the kernel ELF's loaded bytes (text, rodata with the payload, data)",
+    ),
+    row(
+        "size",
+        "size-payload-default",
+        "bytes",
+        "boot payload of the default system (systems/default.toml: the VMM with the Linux guest's kernel and initramfs)",
+    ),
+    row(
+        "size",
+        "size-image-default",
+        "bytes",
+        "its boot image, as above",
+    ),
 ];
 
 /// One measured figure.
@@ -344,11 +480,23 @@ fn shown_unit(unit: &str) -> &str {
     }
 }
 
-/// The value as the tables show it: rates in millions, ratios to two decimals.
+/// The value as the tables show it: rates in millions, ratios to two decimals, byte
+/// counts in groups of three digits.
 fn shown_value(value: f64, unit: &str) -> String {
     match unit {
         "faults/s" => format!("{:.1} M", value / 1e6),
         "x" => format!("{value:.2}"),
+        "bytes" if value >= 0.0 && value.fract() == 0.0 && value < 1e15 => {
+            let digits = format!("{value:.0}");
+            let mut out = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            out
+        }
         _ if value.fract() == 0.0 && value.abs() < 1e15 => format!("{value:.0}"),
         _ => format!("{value}"),
     }
@@ -456,6 +604,29 @@ fn run_icount(sys: &IcountSystem) -> Result<GroupRun> {
             |v| format!("QEMU {v}, -icount shift=0 (host-independent)"),
         ),
     })
+}
+
+/// The `ipc` group's own sanity check: the one-way Call and ReplyRecv, measured from
+/// readings on both sides, must add up to about the round trip timed on the client alone
+/// (they differ in message length, 0 against 4 words, and the server's priority; a
+/// pairing of the wrong readings would be off by a whole IPC or more).
+fn check_ipc(figures: &[Figure]) -> Result<()> {
+    let get = |n: &str| {
+        figures
+            .iter()
+            .find(|f| f.name == n)
+            .map(|f| f.value)
+            .with_context(|| format!("the ipc benchmark printed no `{n}`"))
+    };
+    let round_trip = get("ipc-roundtrip-4")?;
+    let pair = get("ipc-call-0")? + get("ipc-replyrecv-0")?;
+    if (pair - round_trip).abs() > round_trip / 4.0 {
+        bail!(
+            "one-way Call + ReplyRecv ({pair}) is far from the round trip ({round_trip}): \
+             the one-way readings are not paired as the benchmark assumes"
+        );
+    }
+    Ok(())
 }
 
 fn qemu_version() -> Option<String> {
@@ -667,27 +838,37 @@ fn run_boot() -> Result<GroupRun> {
     })
 }
 
-/// The `boot` figures of the samples (medians and their ratio), and the group's note.
+/// The `boot` figures of the samples (medians and their ratios to native), and the
+/// group's note (every run, and each kind's median and range).
 fn boot_figures(s: &bench_boot::BootSamples) -> (Vec<Figure>, String) {
     let native = median(s.native_ms.clone());
     let bulkhead = median(s.bulkhead_ms.clone());
+    let two = median(s.two_vms_ms.clone());
     let fig = |name: &str, value: f64, unit: &str| Figure {
         group: "boot",
         name: name.to_string(),
         value,
         unit: unit.to_string(),
     };
-    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let kind = |what: &str, v: &[u64]| {
+        let list = v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let (lo, hi) = (v.iter().min().unwrap_or(&0), v.iter().max().unwrap_or(&0));
+        format!(
+            "{what} median {} ms, range {lo}–{hi} ms ({list})",
+            median(v.to_vec())
+        )
+    };
     let load = s.load.map_or_else(String::new, |(before, after)| {
         format!(" (host load average {before:.2} before the runs, {after:.2} after)")
     });
     let note = format!(
-        "wall time, median of {} runs each, alternating (native {} ms; Bulkhead {} ms); \
-         noisy: QEMU's CPU threads ({} native, {} under Bulkhead) share the host's {} CPUs \
-         with each other and anything else running, so record on a quiet machine{load}",
+        "wall time, {} interleaved rounds; {}; {}; {}; noisy: QEMU's CPU threads ({} native, \
+         {} under Bulkhead) share the host's {} CPUs with each other and anything else \
+         running, so record on a quiet machine{load}",
         s.native_ms.len(),
-        list(&s.native_ms),
-        list(&s.bulkhead_ms),
+        kind("native", &s.native_ms),
+        kind("one VM", &s.bulkhead_ms),
+        kind("two VMs", &s.two_vms_ms),
         s.vcpus,
         s.bulkhead_smp,
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -697,9 +878,66 @@ fn boot_figures(s: &bench_boot::BootSamples) -> (Vec<Figure>, String) {
             fig("boot-native-ms", native as f64, "ms"),
             fig("boot-bulkhead-ms", bulkhead as f64, "ms"),
             fig("boot-ratio", bulkhead as f64 / native as f64, "x"),
+            fig("boot-two-vms-ms", two as f64, "ms"),
+            fig("boot-two-vms-ratio", two as f64 / native as f64, "x"),
         ],
         note,
     )
+}
+
+/// The `size` group: both systems built, their sizes read (`bench_size`).
+fn run_size() -> Result<GroupRun> {
+    say!(
+        "size: building {} and {} and reading the kernel's sections",
+        bench_size::DEFAULT,
+        bench_size::BRINGUP
+    );
+    let (default, bringup) = bench_size::measure()?;
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .current_dir(setup::repo_root())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into()
+        })
+        .filter(|v: &String| !v.is_empty())
+        .unwrap_or_else(|| "rustc".to_string());
+    Ok(GroupRun {
+        figures: size_figures(&default, &bringup),
+        notes: Vec::new(),
+        machine: format!(
+            "board {}, release build, {rustc} (host-independent)",
+            default.board
+        ),
+    })
+}
+
+/// The `size` figures: the kernel's sections (the default system's; the bring-up
+/// system's kernel is the same but for the payload) and each system's payload and image.
+fn size_figures(default: &bench_size::Sizes, bringup: &bench_size::Sizes) -> Vec<Figure> {
+    let fig = |name: &str, value: u64| Figure {
+        group: "size",
+        name: name.to_string(),
+        value: value as f64,
+        unit: "bytes".to_string(),
+    };
+    vec![
+        fig("size-kernel-text", default.text),
+        fig("size-kernel-rodata", default.own_rodata()),
+        fig("size-kernel-data", default.data),
+        fig("size-kernel-bss", default.bss),
+        fig("size-kernel-stacks", default.stacks),
+        fig("size-payload-bringup", bringup.payload),
+        fig("size-image-bringup", bringup.image),
+        fig("size-payload-default", default.payload),
+        fig("size-image-default", default.image),
+    ]
 }
 
 /// The catalog's rows followed by any figure it does not know, as the doc shows them.
@@ -899,13 +1137,14 @@ pub fn bench(opts: &BenchOptions) -> Result<ExitCode> {
     let mut failed: Vec<(&str, String)> = Vec::new();
     for &g in &groups {
         let result = match g {
-            "ipc" => run_icount(&IPC_SYSTEM),
+            "ipc" => run_icount(&IPC_SYSTEM).and_then(|r| check_ipc(&r.figures).map(|()| r)),
             "stage2" => run_stage2(),
             "vmexit" => run_icount(&VMEXIT_SYSTEM).map(|mut r| {
                 r.figures.retain(|f| f.name.starts_with("vmexit-"));
                 r
             }),
             "boot" => run_boot(),
+            "size" => run_size(),
             _ => unreachable!("group {g} has no runner"),
         };
         match result {
@@ -1019,10 +1258,34 @@ mod tests {
     }
 
     #[test]
+    fn ipc_one_way_adds_up_to_the_round_trip() {
+        let figs = |call: f64, reply: f64| {
+            [
+                ("ipc-roundtrip-4", 1620.0),
+                ("ipc-call-0", call),
+                ("ipc-replyrecv-0", reply),
+            ]
+            .map(|(name, value)| Figure {
+                group: "ipc",
+                name: name.into(),
+                value,
+                unit: "instructions".into(),
+            })
+        };
+        check_ipc(&figs(829.0, 782.0)).unwrap();
+        assert!(check_ipc(&figs(829.0 + 1620.0, 782.0)).is_err());
+        assert!(check_ipc(&figs(20.0, 30.0)).is_err());
+        assert!(check_ipc(&figs(829.0, 782.0)[..2]).is_err());
+    }
+
+    #[test]
     fn values_as_shown() {
         assert_eq!(shown_value(128_659_484.0, "faults/s"), "128.7 M");
         assert_eq!(shown_value(1.974, "x"), "1.97");
         assert_eq!(shown_value(1289.0, "instructions"), "1289");
+        assert_eq!(shown_value(29_886_696.0, "bytes"), "29,886,696");
+        assert_eq!(shown_value(696.0, "bytes"), "696");
+        assert_eq!(shown_value(100_000.0, "bytes"), "100,000");
         assert_eq!(shown_unit("x"), "×");
     }
 
@@ -1078,6 +1341,7 @@ mod tests {
         let s = bench_boot::BootSamples {
             native_ms: vec![1100, 950, 1000],
             bulkhead_ms: vec![2600, 2500, 3100],
+            two_vms_ms: vec![4000, 3500, 3600],
             vcpus: 2,
             bulkhead_smp: 4,
             load: Some((0.5, 1.25)),
@@ -1088,15 +1352,52 @@ mod tests {
         assert_eq!(get("boot-bulkhead-ms").value, 2600.0);
         assert_eq!(get("boot-bulkhead-ms").unit, "ms");
         assert_eq!(shown_value(get("boot-ratio").value, "x"), "2.60");
+        assert_eq!(get("boot-two-vms-ms").value, 3600.0);
+        assert_eq!(shown_value(get("boot-two-vms-ratio").value, "x"), "3.60");
         // Every figure has its catalogued row.
         for f in &figs {
             assert!(ROWS
                 .iter()
                 .any(|r| r.name == f.name && r.group == "boot" && r.unit == f.unit));
         }
-        assert!(note.contains("native 1100, 950, 1000 ms; Bulkhead 2600, 2500, 3100 ms"));
+        assert!(note.contains("3 interleaved rounds"), "{note}");
+        assert!(
+            note.contains("native median 1000 ms, range 950–1100 ms (1100, 950, 1000)"),
+            "{note}"
+        );
+        assert!(note.contains("one VM median 2600 ms, range 2500–3100 ms"));
+        assert!(note.contains("two VMs median 3600 ms, range 3500–4000 ms"));
         assert!(note.ends_with("(host load average 0.50 before the runs, 1.25 after)"));
         assert!(!note.contains('|'));
+    }
+
+    #[test]
+    fn size_figures_are_catalogued() {
+        let s = bench_size::Sizes {
+            board: "qemu-virt".into(),
+            text: 93_764,
+            rodata: 30_000_000,
+            data: 984,
+            bss: 283_408,
+            stacks: 294_912,
+            payload: 29_886_696,
+            image: 30_100_000,
+        };
+        let figs = size_figures(&s, &s);
+        assert_eq!(figs.len(), 9);
+        for f in &figs {
+            assert!(
+                ROWS.iter()
+                    .any(|r| r.name == f.name && r.group == "size" && r.unit == f.unit),
+                "{}",
+                f.name
+            );
+        }
+        assert_eq!(figs[1].value, 113_304.0);
+        // Every catalogued size row is measured.
+        for r in ROWS.iter().filter(|r| r.group == "size") {
+            assert!(figs.iter().any(|f| f.name == r.name), "{}", r.name);
+        }
     }
 
     #[test]

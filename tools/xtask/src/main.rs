@@ -6,6 +6,7 @@
 mod bench;
 mod bench_boot;
 mod bench_doc;
+mod bench_size;
 mod capdiff;
 mod check;
 mod cli;
