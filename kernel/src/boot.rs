@@ -220,6 +220,10 @@ fn boot_primary(dtb_addr: u64) -> ! {
     let n = cpus.len();
     for (i, &mpidr) in cpus.iter().enumerate().skip(1) {
         cpu::get(i).mpidr.store(mpidr, Ordering::Relaxed);
+    }
+    // Secondaries run with their caches off until their MMU is on.
+    crate::arch::mmu::clean_for_secondaries();
+    for (i, &mpidr) in cpus.iter().enumerate().skip(1) {
         let entry = crate::arch::bh_secondary_entry as *const () as u64;
         if let Err(e) = psci::cpu_on(mpidr, entry, i as u64) {
             defmt::error!(

@@ -142,6 +142,28 @@ pub fn build(ram: &[PhysRange]) {
     split_kernel_gib(t);
 }
 
+/// Cleans and invalidates the kernel's writable data (data, bss, tables, stacks) to the
+/// point of coherency, before other cores start: a core starting with its MMU and caches
+/// off reads memory directly (it must see what the boot core wrote through its cache), and
+/// writes its first stack frames there (no stale line may then shadow them once its
+/// caches are on). Arm ARM D7.4 "Cache maintenance", DC CIVAC by line (CTR_EL0.DminLine).
+pub fn clean_for_secondaries() {
+    let start = core::ptr::addr_of!(__data_start) as u64;
+    let end = core::ptr::addr_of!(__kernel_end) as u64;
+    let line = 4u64 << ((super::regs::sysreg_read!("ctr_el0") >> 16) & 0xf);
+    let mut a = start & !(line - 1);
+    while a < end {
+        // SAFETY: cache maintenance of a range of the kernel's own image, which is mapped;
+        // it changes no memory contents.
+        unsafe { core::arch::asm!("dc civac, {}", in(reg) a, options(nostack, preserves_flags)) };
+        a += line;
+    }
+    super::regs::dsb_ish();
+    // SAFETY: a barrier has no memory effects of its own; full-system, so the cleaned
+    // lines have reached memory before any core is started.
+    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
 /// Turns on this core's EL2 MMU and caches with the table from [`build`].
 pub fn enable() {
     tlbi_el2_local();
