@@ -368,6 +368,60 @@ fn delete_returns_tables(ut: u64) -> Outcome {
     )
 }
 
+fn log_dirty_checks(ut: u64) -> Outcome {
+    space(ut, 14)?;
+    make(ut, ObjectType::Frame, 21, FRAME).map_err(|_| "retype 2 MiB frame")?;
+    make(ut, ObjectType::Frame4K, 0, PAGE).map_err(|_| "retype bitmap frame")?;
+    let log =
+        |base: u64, bitmap: u64| inv_ret(VS, invocation::VSPACE_LOG_DIRTY, [base, bitmap, 0, 0]);
+    expect(
+        log(0x4000_0000, PAGE).map(|_| ()),
+        Err(Error::InvalidArgument),
+        "no region there yet",
+    )?;
+    expect(
+        inv(
+            VS,
+            invocation::VSPACE_BIND_REGION,
+            [FRAME, 0x4000_0000, map_rights::RWX, 0],
+        ),
+        Ok(()),
+        "bind",
+    )?;
+    expect(
+        log(0x4000_1000, PAGE).map(|_| ()),
+        Err(Error::InvalidArgument),
+        "not a region's base",
+    )?;
+    make(ut, ObjectType::Endpoint, 0, EP).map_err(|_| "retype ep")?;
+    expect(
+        log(0x4000_0000, EP).map(|_| ()),
+        Err(Error::InvalidCapability),
+        "an endpoint is no bitmap",
+    )?;
+    check(
+        log(0x4000_0000, PAGE) == Ok([0, 0]),
+        "logging starts; nothing mapped to protect yet",
+    )?;
+    make(ut, ObjectType::Frame4K, 0, TCB).map_err(|_| "retype second frame")?;
+    expect(
+        log(0x4000_0000, TCB).map(|_| ()),
+        Err(Error::DeleteFirst),
+        "another bitmap is in use",
+    )?;
+    check(log(0x4000_0000, 0) == Ok([0, 0]), "logging stops")?;
+    expect(
+        inv(VS, invocation::VSPACE_COLLAPSE, [0x4000_0000, 2, 0, 0]),
+        Ok(()),
+        "collapse the region into a block",
+    )?;
+    expect(
+        log(0x4000_0000, PAGE).map(|_| ()),
+        Err(Error::IllegalOperation),
+        "a block must be split before logging",
+    )
+}
+
 /// The cases of this file.
 pub const CASES: &[(&str, crate::caps::Case)] = &[
     (
@@ -398,5 +452,9 @@ pub const CASES: &[(&str, crate::caps::Case)] = &[
     (
         "vm: deleting a VSpace returns its tables to the pool",
         delete_returns_tables,
+    ),
+    (
+        "vm: dirty logging checks its region and bitmap",
+        log_dirty_checks,
     ),
 ];
