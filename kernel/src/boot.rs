@@ -158,6 +158,13 @@ fn boot_primary(dtb_addr: u64) -> ! {
             defmt::warn!("the DTB asks for PSCI over HVC; this board uses SMC");
         }
     }
+    if machine.is_none() {
+        for &c in ThisBoard::CPUS_FALLBACK.iter().filter(|&&c| c != my_mpidr) {
+            if cpus.push(c).is_err() {
+                break;
+            }
+        }
+    }
     if ram.is_empty() {
         let _ = ram.push(
             PhysRange::new(fallback.base, fallback.size).unwrap_or(PhysRange {
@@ -194,6 +201,13 @@ fn boot_primary(dtb_addr: u64) -> ! {
             end: PhysAddr(hint + (2 << 20)),
         });
     }
+    if ram.iter().any(|r| r.start.0 == 0) {
+        // Physical address 0 is never handed out: kernel objects use 0 for "none".
+        let _ = reserved.push(PhysRange {
+            start: PhysAddr(0),
+            end: PhysAddr(4096),
+        });
+    }
     if dtb_addr != 0 {
         let _ = reserved.push(PhysRange {
             start: PhysAddr(dtb_addr),
@@ -209,6 +223,9 @@ fn boot_primary(dtb_addr: u64) -> ! {
     );
 
     match gic::init_distributor() {
+        Ok(lines) if gic::IS_V2 => {
+            defmt::info!("GICv2 distributor on, {=u32} interrupt lines", lines)
+        }
         Ok(lines) => defmt::info!("GICv3 distributor on, {=u32} interrupt lines", lines),
         Err(e) => panic_gic(e),
     }
@@ -217,7 +234,7 @@ fn boot_primary(dtb_addr: u64) -> ! {
     let v = psci::version();
     defmt::info!("PSCI {=u32}.{=u32} via SMC", v >> 16, v & 0xffff);
 
-    let n = cpus.len();
+    let mut n = cpus.len();
     for (i, &mpidr) in cpus.iter().enumerate().skip(1) {
         cpu::get(i).mpidr.store(mpidr, Ordering::Relaxed);
     }
@@ -225,7 +242,20 @@ fn boot_primary(dtb_addr: u64) -> ! {
     crate::arch::mmu::clean_for_secondaries();
     for (i, &mpidr) in cpus.iter().enumerate().skip(1) {
         let entry = crate::arch::bh_secondary_entry as *const () as u64;
-        if let Err(e) = psci::cpu_on(mpidr, entry, i as u64) {
+        let started = psci::cpu_on(mpidr, entry, i as u64);
+        if started.is_err() && machine.is_none() {
+            // The board's CPU list is what it can have, not what this one has (an
+            // emulator may model fewer cores): the first core that will not start ends it.
+            defmt::info!(
+                "no core {=usize} (MPIDR {=u64:#x}): {=usize} core(s) on this machine",
+                i,
+                mpidr,
+                i
+            );
+            n = i;
+            break;
+        }
+        if let Err(e) = started {
             defmt::error!(
                 "PSCI CPU_ON for core {=usize} (MPIDR {=u64:#x}) failed: {=i64}",
                 i,

@@ -39,6 +39,13 @@ mod vm;
 /// The board this kernel is built for.
 #[cfg(all(target_os = "none", feature = "board-qemu-virt"))]
 pub type ThisBoard = board_qemu_virt::QemuVirt;
+/// The board this kernel is built for.
+#[cfg(all(
+    target_os = "none",
+    feature = "board-zcu102",
+    not(feature = "board-qemu-virt")
+))]
+pub type ThisBoard = board_zcu102::Zcu102;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -487,7 +487,8 @@ extern "C" fn bh_kernel_irq(_frame: *mut u64) {
 
 fn handle_irqs() {
     loop {
-        let id = gic::ack();
+        let raw = gic::ack();
+        let id = gic::intid(raw);
         if id >= gic::SPECIAL {
             break;
         }
@@ -524,7 +525,7 @@ fn handle_irqs() {
                 }
             }
         }
-        gic::eoi(id);
+        gic::eoi(raw);
     }
 }
 

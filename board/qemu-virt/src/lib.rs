@@ -37,6 +37,8 @@ impl Board for QemuVirt {
     }];
     const LOAD_ADDR: u64 = layout::LOAD_ADDR;
     const DTB_HINT: Option<u64> = Some(0x4000_0000);
+    /// QEMU always passes a DTB that lists the CPUs.
+    const CPUS_FALLBACK: &'static [u64] = &[];
     const MAX_CPUS: usize = 8;
     /// `cargo xtask run` starts QEMU with `-semihosting-config enable=on,target=native`.
     const SEMIHOSTING_EXIT: bool = true;

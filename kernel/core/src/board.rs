@@ -83,6 +83,9 @@ pub trait Board {
     const LOAD_ADDR: u64;
     /// Where firmware or the loader leaves the DTB when it does not pass its address.
     const DTB_HINT: Option<u64>;
+    /// MPIDR affinities (Aff3..Aff0 as in MPIDR_EL1, other bits clear) of the board's
+    /// CPUs when the DTB says nothing; the boot core is started whether listed or not.
+    const CPUS_FALLBACK: &'static [u64];
     /// Most CPUs the kernel supports on this board.
     const MAX_CPUS: usize;
     /// True if the board is only ever an emulator run with semihosting enabled, so a

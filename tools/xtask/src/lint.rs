@@ -65,17 +65,20 @@ pub fn lint() -> Result<()> {
     let system = system::load(&default)?;
     let payload = image::payload_only(&system, image::DEFAULT_LOG)
         .context("lint step 3: building the default system's payload failed")?;
-    let feature = format!("kernel/board-{}", system::DEFAULT_BOARD);
-    let mut cmd = clippy(
-        KERNEL_TARGET,
-        KERNEL_PACKAGES,
-        &["--no-default-features", "--features", &feature],
-    );
-    cmd.env(PAYLOAD_ENV, &payload);
-    setup::run_checked(
-        &mut cmd,
-        &format!("lint step 3 (clippy for {KERNEL_TARGET})"),
-    )?;
+    // Once per board: each board feature compiles different driver paths.
+    for board in system::BOARDS {
+        let feature = format!("kernel/board-{board}");
+        let mut cmd = clippy(
+            KERNEL_TARGET,
+            KERNEL_PACKAGES,
+            &["--no-default-features", "--features", &feature],
+        );
+        cmd.env(PAYLOAD_ENV, &payload);
+        setup::run_checked(
+            &mut cmd,
+            &format!("lint step 3 (clippy for {KERNEL_TARGET}, board {board})"),
+        )?;
+    }
 
     say!("lint step 4/{STEPS}: clippy for {TASK_TARGET} (userland)");
     setup::run_checked(

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 /// Boards that exist.
-pub const BOARDS: &[&str] = &["qemu-virt"];
+pub const BOARDS: &[&str] = &["qemu-virt", "zcu102"];
 /// The board a description gets when it names none.
 pub const DEFAULT_BOARD: &str = "qemu-virt";
 /// CPU count `run` uses when neither the command line nor the description gives one.

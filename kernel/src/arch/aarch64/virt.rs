@@ -82,6 +82,9 @@ pub const VGIC_WORDS: usize = 4 + 16;
 
 /// Number of list registers this core implements (ICH_VTR_EL2.ListRegs + 1).
 pub fn list_registers() -> usize {
+    if super::gic::IS_V2 {
+        return 0; // no ICH_* registers: the GICv2 vGIC (GICH MMIO) is not written yet
+    }
     (sysreg_read!("s3_4_c12_c11_1") & 0x1f) as usize + 1
 }
 
@@ -129,6 +132,9 @@ pub fn write_lr(n: usize, mut v: u64) {
 
 /// Saves the virtual CPU interface of the guest leaving this core and disables it.
 pub fn save_vgic(g: &mut [u64; VGIC_WORDS]) {
+    if super::gic::IS_V2 {
+        return;
+    }
     g[0] = sysreg_read!("s3_4_c12_c11_0");
     g[1] = sysreg_read!("s3_4_c12_c11_7");
     g[2] = sysreg_read!("s3_4_c12_c8_0");
@@ -142,6 +148,9 @@ pub fn save_vgic(g: &mut [u64; VGIC_WORDS]) {
 
 /// Loads a guest's virtual CPU interface; ICH_HCR_EL2.En is forced on.
 pub fn restore_vgic(g: &[u64; VGIC_WORDS]) {
+    if super::gic::IS_V2 {
+        return;
+    }
     sysreg_write!("s3_4_c12_c11_7", g[1]);
     sysreg_write!("s3_4_c12_c8_0", g[2]);
     sysreg_write!("s3_4_c12_c9_0", g[3]);
@@ -153,6 +162,9 @@ pub fn restore_vgic(g: &[u64; VGIC_WORDS]) {
 
 /// Empty list registers (ICH_ELRSR_EL2), one bit per register.
 pub fn empty_lrs() -> u64 {
+    if super::gic::IS_V2 {
+        return 0;
+    }
     sysreg_read!("s3_4_c12_c11_5")
 }
 
