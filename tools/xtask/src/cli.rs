@@ -12,7 +12,11 @@ Usage: cargo xtask <COMMAND> [OPTIONS]
 Commands:
   build [SYSTEM] [--board BOARD] [--log LEVEL]
         Build the task binaries, pack the boot payload and build the kernel into
-        target/bulkhead/<system name>/. SYSTEM defaults to systems/default.toml.
+        target/bulkhead/<system name>/: kernel.elf (for QEMU) and kernel.bin, the same
+        kernel as a flat arm64 Image that U-Boot's booti loads (docs/boards/zcu102.md).
+        SYSTEM defaults to systems/default.toml.
+  image [SYSTEM] [--board BOARD] [--log LEVEL]
+        The same as build (its name in the board docs).
   run [SYSTEM] [--board BOARD] [--smp N] [--timeout SECS] [--expect REGEX]...
       [--gdb] [--log LEVEL] [--raw FILE]
         Build, then boot under QEMU and print the decoded console. --expect
@@ -136,13 +140,13 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut test = TestOptions::default();
     let mut bench_opts = BenchOptions::default();
     let mut positional: Vec<String> = Vec::new();
-    let is_build = command == "build" || command == "run";
+    let is_build = command == "build" || command == "image" || command == "run";
     let is_run = command == "run";
     let is_test = command == "test";
     let is_bench = command == "bench";
     if !matches!(
         command.as_str(),
-        "build" | "run" | "test" | "check" | "lint" | "bench" | "help" | "-h" | "--help"
+        "build" | "image" | "run" | "test" | "check" | "lint" | "bench" | "help" | "-h" | "--help"
     ) {
         return Err(format!("unknown command `{command}`"));
     }
@@ -204,7 +208,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
     }
     let first = positional.first().cloned();
     match command.as_str() {
-        "build" | "run" => {
+        "build" | "image" | "run" => {
             build.system = first.map(PathBuf::from);
             if is_run {
                 run.build = build;

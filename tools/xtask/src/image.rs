@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::say;
@@ -28,6 +28,9 @@ pub struct Manifest {
     pub log: String,
     /// The kernel ELF (absolute).
     pub kernel: PathBuf,
+    /// The same kernel as a flat arm64 `Image` (header at its start), for a bootloader's
+    /// `booti` or QEMU's `-kernel` (absolute).
+    pub image: PathBuf,
     /// The packed payload (absolute).
     pub payload: PathBuf,
     /// The boot tasks in slot order.
@@ -50,6 +53,88 @@ pub struct ManifestTask {
     pub elf: PathBuf,
 }
 
+/// The fields of an arm64 `Image` header (Linux `Documentation/arm64/booting.rst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// Where the image goes above a 2 MiB-aligned base.
+    pub text_offset: u64,
+    /// Bytes the kernel occupies once running (bss included).
+    pub image_size: u64,
+    /// Endianness, page size, placement.
+    pub flags: u64,
+}
+
+impl ImageHeader {
+    /// Checks and reads the header at the start of `img`.
+    pub fn parse(img: &[u8]) -> Result<Self> {
+        let word = |o: usize| -> Result<u64> {
+            Ok(u64::from_le_bytes(
+                img.get(o..o + 8)
+                    .ok_or_else(|| anyhow!("image shorter than its header"))?
+                    .try_into()?,
+            ))
+        };
+        if img.get(0x38..0x3c) != Some(b"ARM\x64".as_slice()) {
+            bail!("no arm64 Image magic at offset 0x38");
+        }
+        let code0 = u32::from_le_bytes(img[0..4].try_into()?);
+        if code0 >> 26 != 0b000101 {
+            bail!("code0 ({code0:#x}) is not a branch");
+        }
+        let h = ImageHeader {
+            text_offset: word(8)?,
+            image_size: word(16)?,
+            flags: word(24)?,
+        };
+        if h.image_size < img.len() as u64 {
+            bail!(
+                "image_size {:#x} is smaller than the image ({:#x} bytes)",
+                h.image_size,
+                img.len()
+            );
+        }
+        if h.flags & 1 != 0 || (h.flags >> 1) & 3 != 1 {
+            bail!("flags {:#x}: not little-endian with 4 KiB pages", h.flags);
+        }
+        if !h.text_offset.is_multiple_of(4096) || h.text_offset >= 4 << 20 {
+            bail!(
+                "text_offset {:#x} is not a page offset below 4 MiB",
+                h.text_offset
+            );
+        }
+        Ok(h)
+    }
+}
+
+/// The loadable segments of an ELF laid out flat from the lowest address (gaps zeroed,
+/// the tail that is only memory left out: the kernel clears its bss itself).
+pub fn flat_image(elf: &[u8]) -> Result<Vec<u8>> {
+    let e = kcore::elf::Elf::parse(elf).map_err(|e| anyhow!("kernel ELF: {e:?}"))?;
+    let segs: Vec<_> = e.segments().filter(|s| s.mem_size > 0).collect();
+    let base = segs
+        .iter()
+        .map(|s| s.vaddr)
+        .min()
+        .ok_or_else(|| anyhow!("kernel ELF has no loadable segment"))?;
+    if e.entry() != base {
+        bail!(
+            "the kernel's entry {:#x} is not at its start {base:#x}",
+            e.entry()
+        );
+    }
+    let end = segs
+        .iter()
+        .map(|s| s.vaddr + s.data.len() as u64)
+        .max()
+        .unwrap_or(base);
+    let mut out = vec![0u8; (end - base) as usize];
+    for s in &segs {
+        let at = (s.vaddr - base) as usize;
+        out[at..at + s.data.len()].copy_from_slice(s.data);
+    }
+    Ok(out)
+}
+
 /// A built system.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -57,6 +142,9 @@ pub struct Built {
     pub out: PathBuf,
     /// What was built.
     pub manifest: Manifest,
+    /// Boot the flat `Image` instead of the ELF (QEMU then places it by its header and
+    /// passes the DTB in x0, as a bootloader's `booti` does).
+    pub boot_flat: bool,
 }
 
 /// The output directory for a system.
@@ -249,12 +337,22 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let (payload, task) = build_payload(system, &out, log)?;
     let kernel = build_kernel(system, &payload, &out, log)?;
+    let elf =
+        std::fs::read(&kernel).with_context(|| format!("cannot read {}", kernel.display()))?;
+    let flat = flat_image(&elf)?;
+    let header = ImageHeader::parse(&flat)?;
+    let image = out.join("kernel.bin");
+    if std::fs::read(&image).ok().as_deref() != Some(flat.as_slice()) {
+        std::fs::write(&image, &flat)
+            .with_context(|| format!("cannot write {}", image.display()))?;
+    }
     let manifest = Manifest {
         system: shown(&system.path),
         board: system.board.clone(),
         smp: system.smp,
         log: log.to_string(),
         kernel,
+        image,
         payload,
         task,
     };
@@ -264,6 +362,13 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
         .with_context(|| format!("cannot write {}", manifest_path.display()))?;
     say!("built {} into {}", manifest.system, shown(&out));
     say!("  kernel   {}", shown(&manifest.kernel));
+    say!(
+        "  image    {} (arm64 Image: text_offset {:#x}, image_size {:#x}, flags {:#x})",
+        shown(&manifest.image),
+        header.text_offset,
+        header.image_size,
+        header.flags
+    );
     for t in &manifest.task {
         say!(
             "  slot {:>2}  {:<16} {} (mode arg {})",
@@ -273,5 +378,56 @@ pub fn build(system: &System, log: &str) -> Result<Built> {
             t.arg
         );
     }
-    Ok(Built { out, manifest })
+    Ok(Built {
+        out,
+        manifest,
+        boot_flat: false,
+    })
+}
+
+#[cfg(test)]
+mod image_header_tests {
+    use super::ImageHeader;
+
+    fn header(code0: u32, text_offset: u64, size: u64, flags: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len.max(64)];
+        v[0..4].copy_from_slice(&code0.to_le_bytes());
+        v[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        v[16..24].copy_from_slice(&size.to_le_bytes());
+        v[24..32].copy_from_slice(&flags.to_le_bytes());
+        v[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        v
+    }
+
+    #[test]
+    fn a_good_header_reads_back() {
+        let v = header(0x1400_0010, 0x20_0000, 0x10_0000, 2, 4096);
+        assert_eq!(
+            ImageHeader::parse(&v).unwrap(),
+            ImageHeader {
+                text_offset: 0x20_0000,
+                image_size: 0x10_0000,
+                flags: 2
+            }
+        );
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        let mut v = header(0x1400_0010, 0x20_0000, 0x10_0000, 2, 4096);
+        v[0x38] = b'X';
+        assert!(ImageHeader::parse(&v).is_err(), "magic");
+        let v = header(0xd503_201f, 0x20_0000, 0x10_0000, 2, 4096);
+        assert!(ImageHeader::parse(&v).is_err(), "code0 must branch");
+        let v = header(0x1400_0010, 0x20_0000, 100, 2, 4096);
+        assert!(ImageHeader::parse(&v).is_err(), "image_size below the file");
+        let v = header(0x1400_0010, 0x20_0000, 0x10_0000, 3, 4096);
+        assert!(ImageHeader::parse(&v).is_err(), "big-endian flag");
+        let v = header(0x1400_0010, 0x20_0100, 0x10_0000, 2, 4096);
+        assert!(
+            ImageHeader::parse(&v).is_err(),
+            "text_offset not page aligned"
+        );
+        assert!(ImageHeader::parse(&[0u8; 16]).is_err(), "too short");
+    }
 }

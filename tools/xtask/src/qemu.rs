@@ -250,7 +250,11 @@ pub fn run(built: &Built, cfg: &RunConfig) -> Result<RunResult> {
         log: create(&cfg.log_path)?,
         tail: VecDeque::new(),
     };
-    let kernel = &built.manifest.kernel;
+    let kernel = if built.boot_flat {
+        &built.manifest.image
+    } else {
+        &built.manifest.kernel
+    };
     let mut cmd = command(&built.manifest.board, cfg, kernel)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

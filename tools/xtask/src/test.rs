@@ -37,6 +37,9 @@ pub struct Scenario {
     /// After the run, compare the `CAPDIFF` digests the task printed with the model's.
     #[serde(default)]
     pub capdiff: bool,
+    /// Boot the flat arm64 `Image` (`kernel.bin`) instead of the ELF.
+    #[serde(default)]
+    pub flat_image: bool,
 }
 
 /// The scenario's patterns for a run with `smp` CPUs: `{smp}` stands for the count.
@@ -197,6 +200,10 @@ impl Runner {
             };
             print!("{label} ... ");
             let _ = std::io::stdout().flush();
+            let built = image::Built {
+                boot_flat: scenario.flat_image,
+                ..built.clone()
+            };
             match qemu::run(&built, &cfg) {
                 Ok(r) => match r.verdict.and_then(|d| {
                     if scenario.capdiff {

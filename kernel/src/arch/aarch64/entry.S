@@ -19,6 +19,21 @@
 .section .text.boot, "ax"
 .global _start
 _start:
+    // The arm64 Image header (Linux Documentation/arm64/booting.rst), so that a
+    // bootloader's `booti` (U-Boot) or QEMU's -kernel of the flat image places the kernel
+    // at RAM base + text_offset and enters it here with x0 = the DTB; as an ELF the entry
+    // is the same branch.
+    b       bh_boot                 // code0
+    .long   0                       // code1
+    .quad   __text_offset           // text_offset
+    .quad   __image_size            // image_size: the whole kernel, bss and stacks included
+    .quad   0x2                     // flags: little-endian, 4 KiB pages, not relocatable
+    .quad   0                       // res2
+    .quad   0                       // res3
+    .quad   0                       // res4
+    .ascii  "ARM\x64"               // magic
+    .long   0                       // res5 (no PE header)
+bh_boot:
     // Boot core. x0 may hold a DTB address (arm64 Image boot protocol); 0 otherwise.
     mov     x19, x0
     mov     x20, #0
