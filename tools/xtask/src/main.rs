@@ -104,6 +104,50 @@ fn load_system(args: &BuildArgs) -> Result<(System, String)> {
     Ok((system, log))
 }
 
+/// Writes each VM's console lines (`<vm>| ...` in the decoded log) to
+/// `console-<vm>.log` beside the whole log, and says where.
+fn split_vm_consoles(system: &system::System, log: &std::path::Path, out: &std::path::Path) {
+    if system.vms.is_empty() {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return;
+    };
+    for vm in &system.vms {
+        let lines = vm_console(&text, &vm.name);
+        let path = out.join(format!("console-{}.log", vm.name));
+        if std::fs::write(&path, lines).is_ok() {
+            say!("console of VM {}: {}", vm.name, setup::shown(&path));
+        }
+    }
+}
+
+/// The console lines of VM `name` in a decoded log: what follows `name| `.
+fn vm_console(log: &str, name: &str) -> String {
+    let tag = format!("{name}| ");
+    let mut out = String::new();
+    for line in log.lines() {
+        if let Some(i) = line.find(&tag) {
+            out.push_str(&line[i + tag.len()..]);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod vm_console_tests {
+    #[test]
+    fn picks_one_vm_s_lines() {
+        let log = "[kernel c0 0.1] INFO  boot\n[linux-a] INFO  linux-a| hello\n[linux-b] INFO  linux-b| other\n[linux-a] INFO  linux-a| [    0.0] Booting\n";
+        assert_eq!(
+            super::vm_console(log, "linux-a"),
+            "hello\n[    0.0] Booting\n"
+        );
+        assert_eq!(super::vm_console(log, "linux-b"), "other\n");
+    }
+}
+
 fn run(args: RunArgs) -> Result<ExitCode> {
     setup::ensure_target()?;
     setup::ensure_qemu()?;
@@ -142,6 +186,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             .unwrap_or_default()
     );
     let result = qemu::run(&built, &cfg)?;
+    split_vm_consoles(&system, &cfg.log_path, &built.out);
     match result.verdict {
         Ok(Done::Matched(n)) => {
             say!("all {n} expected patterns seen");
