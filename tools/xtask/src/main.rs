@@ -135,19 +135,6 @@ fn vm_console(log: &str, name: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod vm_console_tests {
-    #[test]
-    fn picks_one_vm_s_lines() {
-        let log = "[kernel c0 0.1] INFO  boot\n[linux-a] INFO  linux-a| hello\n[linux-b] INFO  linux-b| other\n[linux-a] INFO  linux-a| [    0.0] Booting\n";
-        assert_eq!(
-            super::vm_console(log, "linux-a"),
-            "hello\n[    0.0] Booting\n"
-        );
-        assert_eq!(super::vm_console(log, "linux-b"), "other\n");
-    }
-}
-
 fn run(args: RunArgs) -> Result<ExitCode> {
     setup::ensure_target()?;
     setup::ensure_qemu()?;
@@ -204,5 +191,18 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(reason) => bail!("{reason}"),
+    }
+}
+
+#[cfg(test)]
+mod vm_console_tests {
+    #[test]
+    fn picks_one_vm_s_lines() {
+        let log = "[kernel c0 0.1] INFO  boot\n[linux-a] INFO  linux-a| hello\n[linux-b] INFO  linux-b| other\n[linux-a] INFO  linux-a| [    0.0] Booting\n";
+        assert_eq!(
+            super::vm_console(log, "linux-a"),
+            "hello\n[    0.0] Booting\n"
+        );
+        assert_eq!(super::vm_console(log, "linux-b"), "other\n");
     }
 }
