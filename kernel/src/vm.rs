@@ -672,6 +672,26 @@ pub fn log_dirty(vs: u64, base: u64, bitmap: Option<(u64, u32)>) -> Result<u64, 
     }
 }
 
+/// Where a frame of `2^size_bits` bytes may go at `ipa` of the address space `vttbr`:
+/// aligned to its size, inside the IPA range, not there yet, over nothing else. Returns
+/// its size.
+fn check_placement(frame: u64, size_bits: u32, vttbr: u64, ipa: u64) -> Result<u64, Error> {
+    let size = 1u64 << size_bits;
+    if !ipa.is_multiple_of(size) {
+        return Err(Error::AlignmentError);
+    }
+    if ipa
+        .checked_add(size)
+        .is_none_or(|end| end > 1 << stage2::IPA_BITS)
+    {
+        return Err(Error::RangeError);
+    }
+    if frame_in_use(frame, vttbr) || overlaps_mapping(vttbr, ipa, size) {
+        return Err(Error::DeleteFirst);
+    }
+    Ok(size)
+}
+
 /// True if `frame` is already mapped into the address space `vttbr` (a frame may be
 /// mapped once into each address space).
 fn frame_in_use(frame: u64, vttbr: u64) -> bool {
@@ -694,19 +714,7 @@ pub fn bind_region(
         return Err(Error::IllegalOperation);
     }
     check_rights(map, cap_rights)?;
-    let size = 1u64 << size_bits;
-    if !ipa.is_multiple_of(size) {
-        return Err(Error::AlignmentError);
-    }
-    if ipa
-        .checked_add(size)
-        .is_none_or(|end| end > 1 << stage2::IPA_BITS)
-    {
-        return Err(Error::RangeError);
-    }
-    if frame_in_use(frame, vt) || overlaps_mapping(vt, ipa, size) {
-        return Err(Error::DeleteFirst);
-    }
+    let size = check_placement(frame, size_bits, vt, ipa)?;
     let mut free = None;
     for i in 0..MAX_REGIONS {
         let r = region(vs, i);
@@ -869,19 +877,7 @@ pub fn map_frame(
     if vt == 0 {
         return Err(Error::IllegalOperation);
     }
-    let size = 1u64 << size_bits;
-    if !ipa.is_multiple_of(size) {
-        return Err(Error::AlignmentError);
-    }
-    if ipa
-        .checked_add(size)
-        .is_none_or(|end| end > 1 << stage2::IPA_BITS)
-    {
-        return Err(Error::RangeError);
-    }
-    if frame_in_use(frame, vt) || overlaps_mapping(vt, ipa, size) {
-        return Err(Error::DeleteFirst);
-    }
+    let size = check_placement(frame, size_bits, vt, ipa)?;
     let m = Mapping {
         frame,
         size,

@@ -81,55 +81,45 @@ enum Event {
 
 /// The QEMU command line for a board.
 pub fn command(board: &str, cfg: &RunConfig, kernel: &Path) -> Result<Command> {
-    match board {
-        "qemu-virt" => {}
-        "zcu102" => return command_zcu102(cfg, kernel),
+    // Per board: the machine (with and without EL2), extra options before the common ones.
+    let (machine, extra): (&str, &[&str]) = match board {
+        "qemu-virt" => (
+            if cfg.virtualization {
+                "virt,virtualization=on,gic-version=3"
+            } else {
+                "virt,gic-version=3"
+            },
+            &[
+                "-cpu",
+                "cortex-a57",
+                "-m",
+                "1G",
+                "-semihosting-config",
+                "enable=on,target=native",
+            ],
+        ),
+        // Four Cortex-A53 (at most; -smp picks how many exist), GICv2, the Cadence UART0
+        // on stdio, no semihosting (the board reports every ending with PSCI
+        // SYSTEM_OFF), no DTB.
+        "zcu102" => {
+            if cfg.smp > 4 {
+                bail!("board `zcu102` has 4 application cores, not {}", cfg.smp);
+            }
+            (
+                if cfg.virtualization {
+                    "xlnx-zcu102,virtualization=on"
+                } else {
+                    "xlnx-zcu102"
+                },
+                &["-m", "2G"],
+            )
+        }
         _ => bail!("board `{board}` cannot be run under QEMU"),
-    }
-    let (smp, gdb) = (cfg.smp, cfg.gdb);
-    let machine = if cfg.virtualization {
-        "virt,virtualization=on,gic-version=3"
-    } else {
-        "virt,gic-version=3"
     };
     let mut cmd = Command::new(QEMU);
     cmd.args(["-M", machine])
-        .args(["-cpu", "cortex-a57"])
-        .args(["-smp", &smp.to_string()])
-        .args(["-m", "1G"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .arg("-no-reboot")
-        .args(if cfg.icount {
-            &["-icount", "shift=0"][..]
-        } else {
-            &[][..]
-        })
-        .arg("-kernel")
-        .arg(kernel)
-        .env("QEMU_AUDIO_DRV", "none");
-    if gdb {
-        cmd.args(["-s", "-S"]);
-    }
-    Ok(cmd)
-}
-
-/// The QEMU command line for the ZCU102 model: four Cortex-A53 (at most; `-smp` picks how
-/// many exist), GICv2, the Cadence UART0 on stdio, no semihosting (the board reports
-/// every ending with PSCI SYSTEM_OFF), no DTB.
-fn command_zcu102(cfg: &RunConfig, kernel: &Path) -> Result<Command> {
-    if cfg.smp > 4 {
-        bail!("board `zcu102` has 4 application cores, not {}", cfg.smp);
-    }
-    let machine = if cfg.virtualization {
-        "xlnx-zcu102,virtualization=on"
-    } else {
-        "xlnx-zcu102"
-    };
-    let mut cmd = Command::new(QEMU);
-    cmd.args(["-M", machine])
+        .args(extra)
         .args(["-smp", &cfg.smp.to_string()])
-        .args(["-m", "2G"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-no-reboot")
         .args(if cfg.icount {
