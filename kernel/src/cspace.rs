@@ -185,6 +185,25 @@ pub fn cap_of(t: u64, cptr: u64) -> Result<Cap, Error> {
     Ok(mem.read(slot).cap)
 }
 
+/// As [`cap_of`], keeping the capability lock for the caller.
+pub fn cap_of_locked(
+    t: u64,
+    cptr: u64,
+) -> (Result<Cap, Error>, crate::sync::Guard<'static, KernelSlots>) {
+    let mem = CAPS.lock();
+    let root = mem.read(t + tcb::CSPACE_SLOT).cap;
+    let cap = cap::lookup(
+        &*mem,
+        &root,
+        Addr {
+            index: cptr,
+            depth: 64,
+        },
+    )
+    .map(|slot| mem.read(slot).cap);
+    (cap, mem)
+}
+
 fn cap_at(mem: &KernelSlots, root: &Cap, cptr: u64) -> Result<Cap, Error> {
     let slot = cap::lookup(
         mem,

@@ -266,18 +266,27 @@ fn code(r: Result<(), Error>) -> u64 {
 }
 
 fn ipc_send(cur: u64, cptr: u64, call: bool, block: bool) {
-    // One critical section: the endpoint is looked up with the capability lock that the
-    // IPC holds anyway.
-    sched::ipc(|m, w| {
-        match endpoint_in(m, cur, cptr, rights::WRITE) {
-            Ok((ep, badge, r)) => {
-                // A capability in the message travels only with the Grant right.
-                m.wr(cur + tcb::SEND_GRANT, (r & rights::GRANT != 0) as u64);
-                thread::send(m, cur, ep, badge, call, block, w);
-            }
-            Err(e) => m.wr(cur + tcb::reg(0), e as u64),
+    sched::ipc(|m, w| send_in(m, w, cur, cptr, call, block));
+}
+
+/// A Send or Call under the IPC locks: the endpoint is looked up with the capability lock
+/// that the IPC holds anyway.
+fn send_in(
+    m: &mut IpcMem<'_>,
+    w: &mut dyn FnMut(&mut IpcMem<'_>, u64),
+    cur: u64,
+    cptr: u64,
+    call: bool,
+    block: bool,
+) {
+    match endpoint_in(m, cur, cptr, rights::WRITE) {
+        Ok((ep, badge, r)) => {
+            // A capability in the message travels only with the Grant right.
+            m.wr(cur + tcb::SEND_GRANT, (r & rights::GRANT != 0) as u64);
+            thread::send(m, cur, ep, badge, call, block, w);
         }
-    });
+        Err(e) => m.wr(cur + tcb::reg(0), e as u64),
+    }
 }
 
 /// The endpoint at `cptr` in `t`'s CSpace, if it carries `right`, looked up under the
@@ -355,19 +364,26 @@ fn syscall(regs: &Trap) -> ! {
             defmt::info!("thread {=u64:#x} exited with status {=u64}", cur, x[0]);
             sched::stop(cur, 0);
         }
-        Some(Syscall::Call) => match cspace::cap_of(cur, x[0]) {
-            Ok(Cap::Endpoint { .. }) => ipc_send(cur, x[0], true, true),
-            _ => match cspace::invoke(cur, x[0], MessageInfo(x[1]), [x[2], x[3], x[4], x[5]]) {
-                Ok(ret) => {
-                    set(cur, 0, 0);
-                    if let Some([a, b]) = ret {
-                        set(cur, 1, a);
-                        set(cur, 2, b);
+        Some(Syscall::Call) => {
+            let (cap, mut caps) = cspace::cap_of_locked(cur, x[0]);
+            if let Ok(Cap::Endpoint { .. }) = cap {
+                // An endpoint: the IPC goes on under the capability lock the lookup took.
+                sched::ipc_with(&mut caps, |m, w| send_in(m, w, cur, x[0], true, true));
+            } else {
+                // Anything else is an invocation, which takes the lock itself.
+                drop(caps);
+                match cspace::invoke(cur, x[0], MessageInfo(x[1]), [x[2], x[3], x[4], x[5]]) {
+                    Ok(ret) => {
+                        set(cur, 0, 0);
+                        if let Some([a, b]) = ret {
+                            set(cur, 1, a);
+                            set(cur, 2, b);
+                        }
                     }
+                    Err(e) => set(cur, 0, e as u64),
                 }
-                Err(e) => set(cur, 0, e as u64),
-            },
-        },
+            }
+        }
         Some(Syscall::DebugSlot) if !cfg!(feature = "test-build") => {
             set(cur, 0, Error::UnknownSyscall as u64)
         }
@@ -390,8 +406,16 @@ fn syscall(regs: &Trap) -> ! {
             set(cur, 0, 0);
         }
         Some(Syscall::ReplyRecv) => {
-            sched::ipc(|m, w| thread::reply(m, cur, w));
-            ipc_recv(cur, x[0], true);
+            // One critical section for both halves (a VMM's every exit goes through here).
+            sched::ipc(|m, w| {
+                thread::reply(m, cur, w);
+                match endpoint_in(m, cur, x[0], rights::READ) {
+                    Ok((ep, _, _)) => {
+                        thread::recv(m, cur, ep, true, w);
+                    }
+                    Err(e) => m.wr(cur + tcb::reg(0), e as u64),
+                }
+            });
         }
         Some(Syscall::Signal) => match cspace::cap_of(cur, x[0]) {
             Ok(Cap::Notification {
