@@ -40,6 +40,9 @@ pub const DEB_ARCH: &str = "arm64";
 /// - `bulkhead.linger` (or `bulkhead.linger=N`): the same, then `bulkhead-guest: still
 ///   alive 1` .. `N` (default 5) a second apart before powering off (it outlives another
 ///   VM's poweroff or reset);
+/// - `bulkhead.crashvmm`: after the memory check, print `bulkhead-guest: crash the VMM
+///   now`, which makes a VMM whose VM's command line holds this word crash (the attack
+///   suite's stand-in for a subverted VMM: only this VM may stop);
 /// - `bulkhead.reboot`: on the first boot (`bulkhead.boot=0000`, which the tools append
 ///   and the VMM rewrites with its reset count), print `bulkhead-guest: rebooting` and
 ///   `reboot -f` (PSCI SYSTEM_RESET); after a reset, print `bulkhead-guest: boot N after a
@@ -60,6 +63,7 @@ mode=shell
 devmem_at=
 linger=5
 reboot=
+crashvmm=
 boot=0
 for word in $(cat /proc/cmdline); do
     case "$word" in
@@ -68,6 +72,7 @@ for word in $(cat /proc/cmdline); do
     bulkhead.linger=*) mode=linger; linger=${word#bulkhead.linger=} ;;
     bulkhead.devmem=*) devmem_at=${word#bulkhead.devmem=} ;;
     bulkhead.reboot) reboot=1 ;;
+    bulkhead.crashvmm) crashvmm=1 ;;
     bulkhead.boot=*) boot=$((1${word#bulkhead.boot=} - 10000)) ;;
     esac
 done
@@ -125,6 +130,12 @@ if [ -n "$devmem_at" ]; then
     # about a devmem killed by a signal.
     result=$(exec 2>&1; devmem "$devmem_at"; st=$?; [ "$st" -eq 0 ] || echo "(exit status $st)")
     echo "bulkhead-guest: devmem $devmem_at -> $(echo $result)"
+fi
+if [ -n "$crashvmm" ]; then
+    memtest_all
+    echo "bulkhead-guest: crash the VMM now"
+    # Nothing answers this VM any more: its vCPUs stop with their VMM.
+    while true; do sleep 1; echo "bulkhead-guest: still running after the crash"; done
 fi
 case "$mode" in
 poweroff)

@@ -107,6 +107,8 @@ pub fn run() -> u64 {
             copy_in(&vm, boot.initrd_at, boot.initrd)?;
             copy_in(&vm, boot.dtb_at, boot.dtb)?;
             vm.boot = Some(boot);
+            const CRASH: &[u8] = b"bulkhead.crashvmm";
+            vm.crash_on_request = dtb.windows(CRASH.len()).any(|w| w == CRASH);
             defmt::info!(
                 "vmm: VM {=str}: {=u64} vCPU(s), {=u64} MiB of RAM, Image {=u64} KiB at {=u64:#x}, initramfs {=usize} KiB, device tree {=usize} bytes",
                 name,

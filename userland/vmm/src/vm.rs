@@ -105,6 +105,9 @@ pub struct Vm {
     pub boot: Option<Boot>,
     /// Resets so far.
     pub resets: u64,
+    /// The system description asked this VMM to crash when its guest says so (the
+    /// attack suite's stand-in for a VMM that a guest subverts: `bulkhead.crashvmm`).
+    pub crash_on_request: bool,
 }
 
 impl Vm {
@@ -160,6 +163,7 @@ pub fn build(
         off: false,
         boot: None,
         resets: 0,
+        crash_on_request: false,
     };
     let ram = slot_base(index) + 2;
     // The largest object first: it may need a whole Untyped block of its own size.
@@ -349,7 +353,9 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
         }
         PSCI_SYSTEM_OFF => {
             let name = vm.name;
-            vm.uart.flush(&mut |l| console_line(name, l, &mut false));
+            vm.uart.flush(&mut |l| {
+                console_line(name, l, &mut false);
+            });
             defmt::info!("vmm: {=str}: the guest powered its VM off", name);
             After::Off(vm.passed)
         }
@@ -503,10 +509,27 @@ fn teardown(vm: &mut Vm) -> After {
     After::Off(ok)
 }
 
-fn console_line(name: &str, s: &str, passed: &mut bool) {
+/// The line a guest prints to ask a VMM built with `crash_on_request` to crash.
+const CRASH_LINE: &str = "bulkhead-guest: crash the VMM now";
+
+/// Prints a guest's console line; true if it is [`CRASH_LINE`].
+fn console_line(name: &str, s: &str, passed: &mut bool) -> bool {
     defmt::info!("{=str}| {=str}", name, s);
     if s.starts_with("faultstorm: PASS") {
         *passed = true;
+    }
+    s == CRASH_LINE
+}
+
+/// Crashes this VMM: a read of an address its space does not map (a stage-2 fault the
+/// kernel ends the task for, like a VMM bug would).
+fn crash() -> ! {
+    defmt::warn!("vmm: crashing on purpose (bulkhead.crashvmm)");
+    // SAFETY: deliberately reads an unmapped address: the kernel's fault handling ends
+    // this task before the read completes; nothing of ours is touched.
+    unsafe { core::ptr::read_volatile(0x10 as *const u64) };
+    loop {
+        core::hint::spin_loop();
     }
 }
 
@@ -588,8 +611,13 @@ fn mmio(vm: &mut Vm, vcpu: u64, m: &Msg) -> After {
     }
     if write {
         let passed = &mut vm.passed;
-        vm.uart
-            .write(ipa - UART, value, &mut |l| console_line(name, l, passed));
+        let mut asked = false;
+        vm.uart.write(ipa - UART, value, &mut |l| {
+            asked |= console_line(name, l, passed);
+        });
+        if asked && vm.crash_on_request {
+            crash();
+        }
         emulated(fault::NO_REGISTER, 0)
     } else {
         reply_read(vm.uart.read(ipa - UART))
