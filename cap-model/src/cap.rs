@@ -40,7 +40,7 @@ impl CapView {
                 base, size_bits, ..
             } => (ObjectType::Untyped, base, size_bits),
             CapView::CNode { addr, radix, .. } => (ObjectType::CNode, addr, radix + SLOT_BITS),
-            CapView::Endpoint { addr, .. } => (ObjectType::Endpoint, addr, 4),
+            CapView::Endpoint { addr, .. } => (ObjectType::Endpoint, addr, 5),
             CapView::Notification { addr, .. } => (ObjectType::Notification, addr, 5),
             CapView::Tcb { addr } => (ObjectType::Tcb, addr, 11),
             CapView::Frame {

@@ -117,7 +117,7 @@ fn destroying_does_not_give_memory_back_until_the_next_retype() {
     ));
     make(&mut m, ObjectType::Endpoint, 0, 4, 1);
     assert_eq!(cap(&m, 4).object().addr, RAM);
-    assert!(matches!(cap(&m, 2), CapView::Untyped { watermark: 16, .. }));
+    assert!(matches!(cap(&m, 2), CapView::Untyped { watermark: 32, .. }));
 }
 
 #[test]

@@ -102,7 +102,7 @@ fn untyped_caps_move_with_their_watermark_and_children() {
     let mut m = setup();
     ok(&mut m, mv(9, 2));
     match cap(&m, 9) {
-        CapView::Untyped { watermark, .. } => assert_eq!(watermark, 16),
+        CapView::Untyped { watermark, .. } => assert_eq!(watermark, 32),
         other => panic!("{other:?}"),
     }
     assert_eq!(root_slot(&m, 4).unwrap().parent, Some((ROOT, 9)));

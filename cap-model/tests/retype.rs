@@ -237,7 +237,7 @@ fn check7_watermark_resets_only_without_children_and_only_on_success() {
         fails(&mut m, rt(2, UT, 21, 1, 8, 1)),
         Error::NotEnoughMemory
     );
-    assert!(matches!(cap(&m, 2), CapView::Untyped { watermark: 16, .. }));
+    assert!(matches!(cap(&m, 2), CapView::Untyped { watermark: 32, .. }));
     ok(&mut m, rt(2, UT, 20, 1, 8, 1));
     assert_eq!(cap(&m, 8).object().addr, RAM);
     // With a child, no reset: nothing is left.
@@ -255,7 +255,7 @@ fn check7_objects_are_aligned_to_their_size() {
     assert!(matches!(
         cap(&m, 2),
         CapView::Untyped {
-            watermark: 6160,
+            watermark: 6176,
             ..
         }
     ));
@@ -326,7 +326,7 @@ fn retype_into_a_child_cnode_and_from_a_child_untyped() {
     let child = cnode_addr(&m, 4);
     let snap = m.snapshot();
     assert_eq!(snap[&(child, 1)].parent, Some((ROOT, 5)));
-    assert_eq!(snap[&(child, 3)].cap.object().addr, RAM + 4096 + 32);
+    assert_eq!(snap[&(child, 3)].cap.object().addr, RAM + 4096 + 64);
     assert_eq!(
         fails(&mut m, retype_op(n(5), ObjectType::Endpoint, 0, n(4), 2, 3)),
         Error::RangeError

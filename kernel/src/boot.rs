@@ -266,6 +266,9 @@ fn boot_primary(dtb_addr: u64) -> ! {
     }
     let online = wait_until(|| cpu::ONLINE.load(Ordering::Acquire) >= n);
     let up = cpu::ONLINE.load(Ordering::Acquire);
+    // Writers of the capability-and-IPC lock need take only these cores' flags; a core
+    // that comes up later keeps to the slow paths.
+    crate::cspace::CAPS.set_cores(up);
     if online {
         defmt::info!("all {=usize} cores online at EL2", n);
     } else {

@@ -2,8 +2,10 @@
 //! task's CSpace with its Untyped memory, and the dispatch of capability invocations to
 //! `kcore::cap`.
 //!
-//! Locking: all capability operations run under one lock (`CAPS`), the slow-path lock of
-//! the kernel; they are not on any fast path (IPC, faults, interrupts).
+//! Locking: all capability operations run under the whole of `CAPS`, the kernel's
+//! capability-and-IPC lock, which they share with the IPC slow paths; the same-core IPC
+//! fast path takes only its own core's part of it (`docs/design/ipc.md`). Stage-2 faults
+//! and interrupts take neither.
 
 use bulkhead_sys::cap::SLOT_BITS;
 use bulkhead_sys::{invocation, Error, MessageInfo};
@@ -11,8 +13,10 @@ use kcore::addr::{PhysAddr, PhysRange};
 use kcore::cap::{self, Addr, Cap, Cte, SlotMem, CTE_WORDS};
 use kcore::frames::pow2_blocks;
 
+use crate::arch::cpu::MAX_CPUS;
 use crate::sched::{self, KObj};
-use crate::sync::SpinLock;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use kcore::brlock::BrLock;
 use kcore::thread::{self, tcb, ObjMem, State};
 
 /// Slots in kernel memory (CNode objects in retyped RAM, identity mapped).
@@ -76,19 +80,134 @@ impl SlotMem for KernelSlots {
     }
 }
 
-/// The capability lock (see the module docs). A core waiting for it counts as quiescent
-/// for stage-2 reclamation, so a core holding it may wait for a grace period.
-pub struct CapsLock(SpinLock<KernelSlots>);
+/// The capability-and-IPC lock (see the module docs): a [`BrLock`] with one flag per core.
+/// Capability operations and the IPC slow paths take every flag ([`CapsLock::lock`]); the
+/// same-core IPC fast path takes only its own core's ([`CapsLock::read`]). A core waiting
+/// for a flag counts as quiescent for stage-2 reclamation, so a core holding the whole
+/// lock may wait for a grace period.
+pub struct CapsLock {
+    flags: BrLock<MAX_CPUS>,
+    /// Cores whose flags a writer takes: all of them until boot has counted the cores
+    /// that came online (no fast path runs before that), then only those.
+    cores: AtomicUsize,
+    /// Per core: it holds every flag (see [`CapsLock::held_here`]).
+    writer: [AtomicBool; MAX_CPUS],
+}
 
-impl CapsLock {
-    /// Takes the capability lock.
-    pub fn lock(&self) -> crate::sync::Guard<'_, KernelSlots> {
-        self.0.lock_quiescent()
+fn quiescent_wait(paused: &mut bool) -> impl FnMut(bool) + '_ {
+    |start| {
+        if start {
+            *paused = crate::vm::pause();
+        } else {
+            crate::vm::unpause(*paused);
+        }
     }
 }
 
-/// The capability lock.
-pub static CAPS: CapsLock = CapsLock(SpinLock::new(KernelSlots));
+impl CapsLock {
+    /// Takes the whole lock (every core's flag).
+    pub fn lock(&self) -> CapsGuard {
+        let daif = crate::arch::regs::mask_irqs();
+        let mut paused = false;
+        let n = self.cores.load(Ordering::Acquire);
+        self.flags.write(n, &mut quiescent_wait(&mut paused));
+        self.writer[crate::arch::cpu::index()].store(true, Ordering::Relaxed);
+        CapsGuard {
+            slots: KernelSlots,
+            cores: n,
+            daif,
+        }
+    }
+
+    /// Takes this core's flag only (the IPC fast path), or `None` if this core is not one
+    /// whose flag writers take.
+    pub fn read(&self) -> Option<CapsReadGuard> {
+        let me = crate::arch::cpu::index();
+        if me >= self.cores.load(Ordering::Relaxed) {
+            return None;
+        }
+        let daif = crate::arch::regs::mask_irqs();
+        let mut paused = false;
+        self.flags.read(me, &mut quiescent_wait(&mut paused));
+        Some(CapsReadGuard {
+            slots: KernelSlots,
+            core: me,
+            daif,
+        })
+    }
+
+    /// True if this core holds the whole lock (for code called both with and without it).
+    pub fn held_here(&self) -> bool {
+        self.writer[crate::arch::cpu::index()].load(Ordering::Relaxed)
+    }
+
+    /// From now on writers take only the flags of cores `0..n` (boot calls this once,
+    /// with the number of cores online, before any task runs).
+    pub fn set_cores(&self, n: usize) {
+        let g = self.lock();
+        self.cores.store(n.clamp(1, MAX_CPUS), Ordering::Release);
+        // The guard releases the flags it took (all of them).
+        drop(g);
+    }
+}
+
+/// Holds the whole capability-and-IPC lock.
+pub struct CapsGuard {
+    slots: KernelSlots,
+    cores: usize,
+    daif: u64,
+}
+
+impl core::ops::Deref for CapsGuard {
+    type Target = KernelSlots;
+    fn deref(&self) -> &KernelSlots {
+        &self.slots
+    }
+}
+
+impl core::ops::DerefMut for CapsGuard {
+    fn deref_mut(&mut self) -> &mut KernelSlots {
+        &mut self.slots
+    }
+}
+
+impl Drop for CapsGuard {
+    fn drop(&mut self) {
+        CAPS.writer[crate::arch::cpu::index()].store(false, Ordering::Relaxed);
+        CAPS.flags.write_release(self.cores);
+        crate::arch::regs::restore_irqs(self.daif);
+    }
+}
+
+/// Holds this core's flag of the capability-and-IPC lock: capability slots may be read
+/// (no writer runs), and this core's threads and, under an endpoint's own lock, that
+/// endpoint's queue may be changed.
+pub struct CapsReadGuard {
+    slots: KernelSlots,
+    core: usize,
+    daif: u64,
+}
+
+impl core::ops::Deref for CapsReadGuard {
+    type Target = KernelSlots;
+    fn deref(&self) -> &KernelSlots {
+        &self.slots
+    }
+}
+
+impl Drop for CapsReadGuard {
+    fn drop(&mut self) {
+        CAPS.flags.release(self.core);
+        crate::arch::regs::restore_irqs(self.daif);
+    }
+}
+
+/// The capability-and-IPC lock.
+pub static CAPS: CapsLock = CapsLock {
+    flags: BrLock::new(),
+    cores: AtomicUsize::new(MAX_CPUS),
+    writer: [const { AtomicBool::new(false) }; MAX_CPUS],
+};
 
 /// Radix of a boot task's root CNode.
 pub const ROOT_RADIX: u32 = 10;
@@ -186,10 +305,7 @@ pub fn cap_of(t: u64, cptr: u64) -> Result<Cap, Error> {
 }
 
 /// As [`cap_of`], keeping the capability lock for the caller.
-pub fn cap_of_locked(
-    t: u64,
-    cptr: u64,
-) -> (Result<Cap, Error>, crate::sync::Guard<'static, KernelSlots>) {
+pub fn cap_of_locked(t: u64, cptr: u64) -> (Result<Cap, Error>, CapsGuard) {
     let mem = CAPS.lock();
     let root = mem.read(t + tcb::CSPACE_SLOT).cap;
     let cap = cap::lookup(
@@ -606,7 +722,7 @@ fn invoke_tcb(
             if st != State::Inactive {
                 return Err(Error::IllegalOperation);
             }
-            sched::set_core(t, mr[0] as usize);
+            sched::set_core(mem, t, mr[0] as usize);
             Ok(())
         }
         invocation::TCB_SUSPEND => {

@@ -45,6 +45,43 @@ fn set_word(buf: u64, i: u64, v: u64) {
     unsafe { core::ptr::write_volatile((buf + 8 * i) as usize as *mut u64, v) }
 }
 
+/// Copies message registers 4..`want` from buffer `src` to `dst` if both exist; returns
+/// the length the receiver gets.
+fn copy_mrs(src: Option<u64>, dst: Option<u64>, want: u64) -> u64 {
+    match (src, dst) {
+        (Some(s), Some(d)) if want > msg::REGISTER_MRS => {
+            for i in msg::REGISTER_MRS..want {
+                set_word(d, i, word(s, i));
+            }
+            want
+        }
+        _ => want.min(msg::REGISTER_MRS),
+    }
+}
+
+/// Object memory for the IPC fast path, which holds only its core's part of the
+/// capability lock: long messages are copied, capabilities never travel (the fast path
+/// takes no message that carries one).
+pub struct FastMem;
+
+impl ObjMem for FastMem {
+    fn rd(&self, addr: u64) -> u64 {
+        KObj.rd(addr)
+    }
+
+    fn wr(&mut self, addr: u64, v: u64) {
+        KObj.wr(addr, v)
+    }
+
+    fn extend(&mut self, from: u64, to: u64, info: u64, _caps_ok: bool) -> u64 {
+        let want = msg::length(info).min(msg::MAX_MRS);
+        if want <= msg::REGISTER_MRS {
+            return msg::delivered(info, want, 0);
+        }
+        msg::delivered(info, copy_mrs(buffer(from), buffer(to), want), 0)
+    }
+}
+
 impl ObjMem for IpcMem<'_> {
     fn rd(&self, addr: u64) -> u64 {
         KObj.rd(addr)
@@ -62,15 +99,7 @@ impl ObjMem for IpcMem<'_> {
             return msg::delivered(info, want, 0);
         }
         let (src, dst) = (buffer(from), buffer(to));
-        let mut len = want.min(msg::REGISTER_MRS);
-        if want > msg::REGISTER_MRS {
-            if let (Some(s), Some(d)) = (src, dst) {
-                for i in msg::REGISTER_MRS..want {
-                    set_word(d, i, word(s, i));
-                }
-                len = want;
-            }
-        }
+        let len = copy_mrs(src, dst, want);
         let mut caps = 0;
         if wants_caps {
             if let (Some(s), Some(d)) = (src, dst) {

@@ -16,6 +16,8 @@ mod boot;
 #[cfg(target_os = "none")]
 mod cspace;
 #[cfg(target_os = "none")]
+mod fastpath;
+#[cfg(target_os = "none")]
 mod ipcbuf;
 #[cfg(target_os = "none")]
 mod irq;

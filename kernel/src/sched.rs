@@ -12,11 +12,13 @@
 //! the core idles until the window ends, so a partition never gets another's time. A core
 //! with no schedule has one endless window of partition 0.
 //!
-//! Locking, in this order: the capability lock (`cspace::CAPS`), then `OBJ` (the state of
-//! endpoints and notifications and the IPC fields of TCBs: the slow-path lock every IPC
-//! takes, whichever core it runs on), then one core's scheduler state (run queues, current
-//! thread, schedule). A thread is in at most one queue at a time: an endpoint's (under
-//! `OBJ`) or its core's run queue (under that core's lock).
+//! Locking, in this order: the capability-and-IPC lock (`cspace::CAPS`: the state of
+//! capabilities, endpoints and notifications and the IPC fields of TCBs), then, on the
+//! fast path only, one endpoint's lock, then one core's scheduler state (run queues,
+//! current thread, schedule). The slow paths hold all of `CAPS`; the same-core fast path
+//! (`fastpath`) holds its own core's part and the endpoint's lock (`docs/design/ipc.md`).
+//! A thread is in at most one queue at a time: an endpoint's or its core's run queue
+//! (under that core's lock).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::thread::{self, tcb, ObjMem, RunQueue, State};
@@ -134,9 +136,6 @@ pub fn forget_vttbr() {
     LOADED_VTTBR[cpu::index()].store(u64::MAX, Ordering::Relaxed);
 }
 
-/// The slow-path IPC lock (see the module docs).
-static OBJ: SpinLock<()> = SpinLock::new(());
-
 /// SGI that asks a core to reschedule.
 pub const SGI_RESCHED: u32 = 3;
 
@@ -154,8 +153,8 @@ fn kick(mask: u32) {
     }
 }
 
-/// Runs an IPC operation `f` under the capability lock and `OBJ` (messages may carry a
-/// capability). `f` gets the object memory and a `wake` function for the threads it makes
+/// Runs an IPC operation `f` under the whole capability-and-IPC lock (messages may carry
+/// a capability). `f` gets the object memory and a `wake` function for the threads it makes
 /// ready: each goes to its own core's run queue, and cores other than this one are sent
 /// an SGI once the locks are released.
 pub fn ipc<R>(f: impl FnOnce(&mut IpcMem<'_>, &mut dyn FnMut(&mut IpcMem<'_>, u64)) -> R) -> R {
@@ -163,12 +162,11 @@ pub fn ipc<R>(f: impl FnOnce(&mut IpcMem<'_>, &mut dyn FnMut(&mut IpcMem<'_>, u6
     ipc_with(&mut caps, f)
 }
 
-/// As [`ipc`], for callers that already hold the capability lock.
+/// As [`ipc`], for callers that already hold the whole lock.
 pub fn ipc_with<R>(
     caps: &mut crate::cspace::KernelSlots,
     f: impl FnOnce(&mut IpcMem<'_>, &mut dyn FnMut(&mut IpcMem<'_>, u64)) -> R,
 ) -> R {
-    let guard = OBJ.lock();
     let mut mask = 0u32;
     let mut wake = |m: &mut IpcMem<'_>, t: u64| {
         let c = core_of(t);
@@ -186,9 +184,47 @@ pub fn ipc_with<R>(
     };
     let mut mem = IpcMem { caps };
     let r = f(&mut mem, &mut wake);
-    drop(guard);
     kick(mask);
     r
+}
+
+/// Makes `woken`, threads of this core, ready after a fast-path IPC by this core's
+/// current thread `cur`. If `cur` blocked and one thread woke that outranks everything
+/// queued in the window's partition, it becomes the current thread at once, which is
+/// what `resume` would pick after a round trip through the run queue; otherwise they
+/// are queued (an equal priority waits behind those already queued, as on the slow path).
+pub fn ready_here(cur: u64, woken: &[u64]) {
+    let mut s = SCHED[cpu::index()].lock();
+    if let [t] = *woken {
+        let ap = s.active_partition();
+        if s.current == cur && thread::state(&KObj, cur) != State::Ready && partition_of(t) == ap {
+            let prio = KObj.rd(t + tcb::PRIO) as u8;
+            if s.rq.by_partition[ap]
+                .top_priority()
+                .is_none_or(|p| p < prio)
+            {
+                s.current = t;
+                return;
+            }
+        }
+    }
+    for &t in woken {
+        if s.current != t {
+            s.rq.push(&mut KObj, t);
+        }
+    }
+}
+
+/// Runs `f` under the whole capability-and-IPC lock, taking it unless this core already
+/// holds it (`stop` and `reset` are reached both from capability operations and from
+/// trap handlers).
+fn with_caps<R>(f: impl FnOnce() -> R) -> R {
+    if crate::cspace::CAPS.held_here() {
+        f()
+    } else {
+        let _g = crate::cspace::CAPS.lock();
+        f()
+    }
 }
 
 /// The thread running on this core (0 if idle).
@@ -201,8 +237,15 @@ pub fn current() -> u64 {
 /// core, that core forgets it at once (its next kernel entry saves into a scratch area,
 /// never into this TCB again) and is sent an SGI.
 pub fn stop(t: u64, error: u64) {
+    let remote = with_caps(|| stop_locked(t, error));
+    if let Some(c) = remote {
+        kick(1 << c);
+    }
+}
+
+/// [`stop`] under the whole lock: returns the core to kick, if `t` ran on another one.
+fn stop_locked(t: u64, error: u64) -> Option<usize> {
     let me = cpu::index();
-    let guard = OBJ.lock();
     let c = core_of(t);
     let mut remote = false;
     {
@@ -227,10 +270,7 @@ pub fn stop(t: u64, error: u64) {
             remote = true;
         }
     }
-    drop(guard);
-    if remote {
-        kick(1 << c);
-    }
+    remote.then_some(c)
 }
 
 /// If thread `t` is running on another core, makes that core enter the kernel (it then
@@ -263,9 +303,9 @@ pub fn set_queue_field(t: u64, field: u64, v: u64) {
     }
 }
 
-/// Moves inactive (unqueued) thread `t` to core `c`.
-pub fn set_core(t: u64, c: usize) {
-    let _g = OBJ.lock();
+/// Moves inactive (unqueued) thread `t` to core `c` (the caller holds the whole
+/// capability-and-IPC lock, under which fast paths read a thread's core).
+pub fn set_core(_caps: &mut crate::cspace::KernelSlots, t: u64, c: usize) {
     KObj.wr(t + tcb::CORE, c as u64);
 }
 
@@ -306,17 +346,18 @@ pub fn reset() {
     let me = cpu::index();
     sysreg_write!("cntp_ctl_el0", 0);
     cpu::set_context(core::ptr::null_mut());
-    let guard = OBJ.lock();
-    let mut mask = 0u32;
-    for (c, sc) in SCHED.iter().enumerate() {
-        let mut s = sc.lock();
-        if c != me && s.current != 0 {
-            cpu::redirect_to_scratch(c);
-            mask |= 1 << c;
+    let mask = with_caps(|| {
+        let mut mask = 0u32;
+        for (c, sc) in SCHED.iter().enumerate() {
+            let mut s = sc.lock();
+            if c != me && s.current != 0 {
+                cpu::redirect_to_scratch(c);
+                mask |= 1 << c;
+            }
+            *s = CoreSched::new();
         }
-        *s = CoreSched::new();
-    }
-    drop(guard);
+        mask
+    });
     kick(mask);
 }
 

@@ -37,28 +37,6 @@ impl<T> SpinLock<T> {
         }
         Guard { lock: self, daif }
     }
-
-    /// Takes the lock; while it has to wait, this core counts as outside the kernel for
-    /// QSBR (see `vm`): callers hold no pointer into any stage-2 table.
-    pub fn lock_quiescent(&self) -> Guard<'_, T> {
-        let daif = regs::mask_irqs();
-        if self
-            .locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            let was = crate::vm::pause();
-            while self
-                .locked
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                core::hint::spin_loop();
-            }
-            crate::vm::unpause(was);
-        }
-        Guard { lock: self, daif }
-    }
 }
 
 /// Holds a [`SpinLock`].

@@ -114,6 +114,9 @@ fn deliver_fault(t: u64, msg: [u64; 5]) -> bool {
     if cptr == 0 {
         return false;
     }
+    if crate::fastpath::fault(t, cptr, msg) {
+        return true;
+    }
     sched::ipc(|m, w| match endpoint_in(m, t, cptr, rights::WRITE) {
         Ok((ep, badge, _)) => {
             thread::send_fault(m, t, ep, badge, msg, w);
@@ -136,9 +139,12 @@ fn trap_regs(ctx: *const UserContext) -> Trap {
     // SAFETY: entry.S passes the running thread's saved registers (the start of its TCB,
     // or this core's scratch context), just written, valid for reads; the fields are read
     // by value and no reference outlives this function.
+    // Volatile reads, one register at a time: a plain copy of the array becomes a call to
+    // the byte-wise `memcpy` of this soft-float target, a hundred instructions on every
+    // kernel entry.
     unsafe {
         Trap {
-            x: core::array::from_fn(|i| core::ptr::addr_of!((*ctx).x[i]).read()),
+            x: core::array::from_fn(|i| core::ptr::addr_of!((*ctx).x[i]).read_volatile()),
             elr: core::ptr::addr_of!((*ctx).elr).read(),
             spsr: core::ptr::addr_of!((*ctx).spsr).read(),
         }
@@ -364,6 +370,7 @@ fn syscall(regs: &Trap) -> ! {
             defmt::info!("thread {=u64:#x} exited with status {=u64}", cur, x[0]);
             sched::stop(cur, 0);
         }
+        Some(Syscall::Call) if crate::fastpath::call(cur, x[0]) => {}
         Some(Syscall::Call) => {
             let (cap, mut caps) = cspace::cap_of_locked(cur, x[0]);
             if let Ok(Cap::Endpoint { .. }) = cap {
@@ -384,8 +391,12 @@ fn syscall(regs: &Trap) -> ! {
                 }
             }
         }
-        Some(Syscall::DebugSlot) if !cfg!(feature = "test-build") => {
+        Some(Syscall::DebugSlot | Syscall::DebugFastPathCount) if !cfg!(feature = "test-build") => {
             set(cur, 0, Error::UnknownSyscall as u64)
+        }
+        Some(Syscall::DebugFastPathCount) => {
+            set(cur, 0, 0);
+            set(cur, 1, crate::fastpath::count());
         }
         Some(Syscall::DebugSlot) => match cspace::describe(cur, x[0], x[1]) {
             Ok((cap, addr, parent)) => {
@@ -405,6 +416,7 @@ fn syscall(regs: &Trap) -> ! {
             sched::ipc(|m, w| thread::reply(m, cur, w));
             set(cur, 0, 0);
         }
+        Some(Syscall::ReplyRecv) if crate::fastpath::reply_recv(cur, x[0]) => {}
         Some(Syscall::ReplyRecv) => {
             // One critical section for both halves (a VMM's every exit goes through here).
             sched::ipc(|m, w| {

@@ -10,6 +10,7 @@
 pub mod addr;
 pub mod board;
 pub mod bootimage;
+pub mod brlock;
 pub mod cap;
 pub mod dtb;
 pub mod elf;

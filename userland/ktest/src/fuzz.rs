@@ -101,7 +101,15 @@ pub fn run(seed: u64, count: u64) -> u64 {
         }
         if n % 10_000 == 9_999 {
             // The canary on the other core must have run on since the last check.
-            let c = CANARY.load(Ordering::Relaxed);
+            let mut c = CANARY.load(Ordering::Relaxed);
+            if c == last_canary {
+                // Not yet: its core may simply not have run (QEMU's vCPU threads share few
+                // host CPUs). A stopped canary never moves again; give it two seconds.
+                let (start, hz) = (crate::sched::now(), crate::sched::freq());
+                while c == last_canary && crate::sched::now() - start < 2 * hz {
+                    c = CANARY.load(Ordering::Relaxed);
+                }
+            }
             if c == last_canary {
                 defmt::error!("fuzz: the canary on core 1 stopped after {=u64} calls", n);
                 return 1;

@@ -23,14 +23,14 @@ extern "C" fn spinner(_: u64) -> ! {
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     let t: u64;
     // SAFETY: reading the physical counter (EL0 access is enabled); no memory effects.
     unsafe { core::arch::asm!("isb", "mrs {}, cntpct_el0", out(reg) t) };
     t
 }
 
-fn freq() -> u64 {
+pub(crate) fn freq() -> u64 {
     let f: u64;
     // SAFETY: as in `now`.
     unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) f) };

@@ -127,6 +127,78 @@ fn call_reply(ut: u64) -> Outcome {
     Ok(())
 }
 
+/// Same-core Call and ReplyRecv take the fast path (counted by the test kernel), long
+/// messages included; a capability in the message, and a server on another core, send
+/// the Call to the slow path, with the same results.
+fn fast_path_same_core_only(ut: u64) -> Outcome {
+    spawn(ut, adder, 0, 100)?;
+    let count = || bulkhead_sys::debug_fast_path_count().map_err(|_| "count");
+    // The server's first ReplyRecv has no caller yet: one Call primes it.
+    check(
+        ipc(Syscall::Call, EPS, &msg(1, 1)).1.mr[0] == 2,
+        "first call",
+    )?;
+    let before = count()?;
+    for v in 0..10u64 {
+        let (e, r) = ipc(Syscall::Call, EPS, &msg(1, v));
+        check(e == 0 && r.mr[0] == v + 1, "wrong reply")?;
+    }
+    let long = Msg {
+        info: MessageInfo::new(1, 10).0,
+        mr: [50, 0, 0, 0],
+        badge: 0,
+    };
+    let (e, r) = ipc(Syscall::Call, EPS, &long);
+    check(e == 0 && r.mr[0] == 51, "long message")?;
+    // 11 Calls and the server's 11 ReplyRecvs.
+    check(
+        count()? - before == 22,
+        "same-core IPC missed the fast path",
+    )?;
+    let before = count()?;
+    let with_cap = Msg {
+        info: MessageInfo::new(1, 1).0 | 1 << 7,
+        mr: [60, 0, 0, 0],
+        badge: 0,
+    };
+    let (e, r) = ipc(Syscall::Call, EPS, &with_cap);
+    check(e == 0 && r.mr[0] == 61, "call with a cap")?;
+    // Only the server's ReplyRecv was fast.
+    check(
+        count()? - before == 1,
+        "a cap-carrying Call took the fast path",
+    )?;
+    // A server on core 1 (if there is one): the Call is a slow one on this core.
+    make(ut, ObjectType::Endpoint, 0, F + 4).map_err(|_| "endpoint")?;
+    make(ut, ObjectType::Tcb, 0, F + 5).map_err(|_| "tcb")?;
+    let t = |label, mr| call(F + 5, MessageInfo::new(label, 4), mr);
+    t(invocation::TCB_CONFIGURE, [ROOT, 100, 0, 0]).map_err(|_| "configure")?;
+    if t(invocation::TCB_SET_AFFINITY, [1, 0, 0, 0]).is_err() {
+        return Ok(()); // one core only
+    }
+    t(
+        invocation::TCB_WRITE_REGISTERS,
+        [remote_adder as *const () as u64, stack_top_of(1), 0, 0],
+    )
+    .map_err(|_| "registers")?;
+    t(invocation::TCB_RESUME, [0; 4]).map_err(|_| "resume")?;
+    let before = count()?;
+    for v in 0..5u64 {
+        let (e, r) = ipc(Syscall::Call, F + 4, &msg(1, v));
+        check(e == 0 && r.mr[0] == v + 1, "remote reply")?;
+    }
+    check(count()? == before, "a cross-core Call took the fast path")?;
+    t(invocation::TCB_SUSPEND, [0; 4]).map_err(|_| "suspend")
+}
+
+/// As `adder`, on the endpoint in slot F + 4.
+extern "C" fn remote_adder(_: u64) -> ! {
+    let (_, mut m) = ipc(Syscall::Recv, F + 4, &Msg::default());
+    loop {
+        m = ipc(Syscall::ReplyRecv, F + 4, &msg(0, m.mr[0] + 1)).1;
+    }
+}
+
 fn send_recv_with_badge(ut: u64) -> Outcome {
     make(ut, ObjectType::Endpoint, 0, EPS).map_err(|_| "endpoint")?;
     mint(F + 2, EPS, rights::WRITE, 0xbad9e).map_err(|_| "mint")?;
@@ -474,6 +546,7 @@ fn notification_rights(ut: u64) -> Outcome {
 /// The thread and IPC cases.
 pub const CASES: &[(&str, Case)] = &[
     ("call_reply", call_reply),
+    ("fast_path_same_core_only", fast_path_same_core_only),
     ("send_recv_with_badge", send_recv_with_badge),
     ("non_blocking_variants", non_blocking_variants),
     ("ipc_rights_checked", ipc_rights_checked),

@@ -81,7 +81,7 @@ impl ObjectType {
                 }
             }
             ObjectType::Tcb => Some(11),
-            ObjectType::Endpoint => Some(4),
+            ObjectType::Endpoint => Some(5),
             ObjectType::Notification => Some(5),
             ObjectType::Frame4K => Some(12),
             ObjectType::Frame2M => Some(21),

@@ -44,6 +44,9 @@ pub enum Syscall {
     Wait = 13,
     /// As Wait, but returns at once (`x6` = 0 when nothing was signalled).
     Poll = 14,
+    /// Returns `x1` = how many IPC operations the same-core fast path completed on the
+    /// caller's core since boot. For tests.
+    DebugFastPathCount = 15,
 }
 
 impl Syscall {
@@ -64,6 +67,7 @@ impl Syscall {
             12 => Some(Syscall::Signal),
             13 => Some(Syscall::Wait),
             14 => Some(Syscall::Poll),
+            15 => Some(Syscall::DebugFastPathCount),
             _ => None,
         }
     }
@@ -478,6 +482,7 @@ mod tests {
             Syscall::Exit,
             Syscall::Call,
             Syscall::DebugSlot,
+            Syscall::DebugFastPathCount,
         ] {
             assert_eq!(Syscall::from_raw(s as u64), Some(s));
         }

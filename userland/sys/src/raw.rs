@@ -147,6 +147,25 @@ pub fn debug_slot(index: u64, depth: u64) -> Result<SlotInfo, Error> {
     })
 }
 
+/// IPC operations the kernel's same-core fast path completed on the caller's core since
+/// boot (test builds only; others answer `UnknownSyscall`).
+pub fn debug_fast_path_count() -> Result<u64, Error> {
+    let (r0, r1): (u64, u64);
+    // SAFETY: `svc #0` with the DebugFastPathCount number: the kernel reads x7 and writes
+    // x0 and x1; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            lateout("x0") r0,
+            lateout("x1") r1,
+            in("x7") Syscall::DebugFastPathCount as u64,
+            options(nostack, preserves_flags),
+        );
+    }
+    result(r0)?;
+    Ok(r1)
+}
+
 /// A message: info word and four registers; on receipt also the sender's badge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Msg {

@@ -112,7 +112,7 @@ fn retype_copy_mint_revoke() {
     assert!(matches!(
         m.read(slot(11)).cap,
         Cap::Endpoint {
-            addr: 0x100_0010,
+            addr: 0x100_0020,
             ..
         }
     ));

@@ -155,7 +155,8 @@ fn set_state<M: ObjMem>(m: &mut M, t: u64, s: State) {
     m.wr(t + tcb::STATE, s as u64);
 }
 
-/// Endpoint words: 0 = queue head with the queue kind in bits 1:0, 1 = tail.
+/// Endpoint words: 0 = queue head with the queue kind in bits 1:0, 1 = tail, 2 = the
+/// kernel's fast-path lock (not touched here).
 const EP_IDLE: u64 = 0;
 const EP_SEND: u64 = 1;
 const EP_RECV: u64 = 2;
@@ -163,6 +164,16 @@ const EP_RECV: u64 = 2;
 fn ep_queue<M: ObjMem>(m: &M, ep: u64) -> (u64, u64, u64) {
     let w = m.rd(ep);
     (w & 3, w & !3, m.rd(ep + 8))
+}
+
+/// Who waits on endpoint `ep`: `Some((true, t))` for senders, `Some((false, t))` for
+/// receivers, `t` being the first; `None` when nobody does.
+pub fn waiting<M: ObjMem>(m: &M, ep: u64) -> Option<(bool, u64)> {
+    match ep_queue(m, ep) {
+        (EP_SEND, head, _) => Some((true, head)),
+        (EP_RECV, head, _) => Some((false, head)),
+        _ => None,
+    }
 }
 
 fn ep_set<M: ObjMem>(m: &mut M, ep: u64, kind: u64, head: u64, tail: u64) {
@@ -472,6 +483,70 @@ pub fn abort_endpoint<M: ObjMem>(
     }
 }
 
+/// The same-core fast path's Call (or fault message, `fault = Some(msg)`): if the first
+/// thread waiting on `ep` is a receiver for which `local` holds, the Call is done as
+/// [`send`] does it and the result is true; otherwise nothing is touched and the result
+/// is false (the caller takes the slow path). A Call whose message carries a capability
+/// never qualifies. The kernel calls it under its core's flag and `ep`'s lock
+/// (`crate::brlock`); `local` says whether a thread runs on this core.
+#[allow(clippy::too_many_arguments)]
+pub fn fast_call<M: ObjMem>(
+    m: &mut M,
+    cur: u64,
+    ep: u64,
+    badge: u64,
+    grant: bool,
+    fault: Option<[u64; 5]>,
+    local: &dyn Fn(&M, u64) -> bool,
+    wake: &mut dyn FnMut(&mut M, u64),
+) -> bool {
+    if fault.is_none() && msg::caps(m.rd(cur + tcb::reg(1))) != 0 {
+        return false;
+    }
+    match waiting(m, ep) {
+        Some((false, receiver)) if local(m, receiver) => {}
+        _ => return false,
+    }
+    match fault {
+        Some(msg) => {
+            send_fault(m, cur, ep, badge, msg, wake);
+        }
+        None => {
+            m.wr(cur + tcb::SEND_GRANT, grant as u64);
+            send(m, cur, ep, badge, true, true, wake);
+        }
+    }
+    true
+}
+
+/// The same-core fast path's ReplyRecv on `ep`: done as [`reply`] then [`recv`] (true)
+/// if the caller it replies to, if any, is `local` and the endpoint's first sender, if
+/// any, carries no capability and is either a Call or `local` (a Send would make it
+/// ready); otherwise nothing is touched (false). Locking as for [`fast_call`].
+pub fn fast_reply_recv<M: ObjMem>(
+    m: &mut M,
+    cur: u64,
+    ep: u64,
+    local: &dyn Fn(&M, u64) -> bool,
+    wake: &mut dyn FnMut(&mut M, u64),
+) -> bool {
+    let caller = m.rd(cur + tcb::CALLER);
+    if caller != 0 && !local(m, caller) {
+        return false;
+    }
+    if let Some((true, sender)) = waiting(m, ep) {
+        let faulted = m.rd(sender + tcb::FAULTED) != 0;
+        let plain = faulted || msg::caps(m.rd(sender + tcb::reg(1))) == 0;
+        let call = m.rd(sender + tcb::SEND_IS_CALL) != 0;
+        if !plain || !(call || local(m, sender)) {
+            return false;
+        }
+    }
+    reply(m, cur, wake);
+    recv(m, cur, ep, true, wake);
+    true
+}
+
 /// Ready threads of one core by priority: FIFO per priority, a bitmap to find the
 /// highest non-empty level. Links go through the TCBs' NEXT/PREV; the running thread is
 /// not in the queue.
@@ -555,3 +630,6 @@ impl RunQueue {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_fast;
