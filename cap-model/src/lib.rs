@@ -224,6 +224,11 @@ pub enum Op {
         /// The Frame cap.
         frame: Addr,
     },
+    /// UntypedInfo (label 36): returns the Untyped's watermark and size in bytes.
+    UntypedInfo {
+        /// The Untyped cap.
+        untyped: Addr,
+    },
     /// PoolInfo (label 30): returns the pool's free and total tables.
     PoolInfo {
         /// The TablePool cap.

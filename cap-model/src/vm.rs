@@ -502,6 +502,17 @@ impl Model {
                 }
                 Ok(None)
             }
+            Op::UntypedInfo { untyped } => {
+                let (watermark, size_bits) = self.invoked_as(untyped, |c| match c {
+                    Cap::Mem(CapView::Untyped {
+                        watermark,
+                        size_bits,
+                        ..
+                    }) => Some((watermark, size_bits)),
+                    _ => None,
+                })?;
+                Ok(Some([watermark, 1 << size_bits]))
+            }
             Op::PoolInfo { pool } => {
                 let p = self.invoked_as(pool, as_pool)?;
                 let (free, total) = self.vm.pool_counts(p);

@@ -1141,3 +1141,33 @@ fn memory_caps_never_descend_from_irq_caps() {
     assert!(matches!(frame, CapView::Frame { .. }));
     m.check_consistency().unwrap();
 }
+
+/// UntypedInfo (label 36): the watermark and size; after every object made from the
+/// Untyped is gone, the next Retype starts from the base again, and the watermark shows it.
+#[test]
+fn untyped_info_shows_the_watermark_and_its_reset() {
+    let mut m = big();
+    let info = |m: &mut Model| {
+        m.invoke(&Op::UntypedInfo { untyped: r(2) })
+            .expect("UntypedInfo")
+            .expect("values")
+    };
+    assert_eq!(info(&mut m), [0, 1 << 24]);
+    make(&mut m, ObjectType::TablePool, 14, POOL, 1);
+    make(&mut m, ObjectType::VSpace, 0, VS, 1);
+    let after_first = info(&mut m);
+    assert_eq!(after_first, [0x8000, 1 << 24]);
+    ok(&mut m, Op::Revoke { slot: r(2) });
+    assert_eq!(info(&mut m), after_first, "revoke alone moves nothing");
+    make(&mut m, ObjectType::TablePool, 14, POOL, 1);
+    make(&mut m, ObjectType::VSpace, 0, VS, 1);
+    assert_eq!(
+        info(&mut m),
+        after_first,
+        "the same objects again, from the base"
+    );
+    assert_eq!(
+        m.invoke(&Op::UntypedInfo { untyped: r(POOL) }),
+        Err(Error::IllegalOperation)
+    );
+}

@@ -379,6 +379,18 @@ fn invoke_into(
     }
     let slot = cap::lookup(mem, &root, invoked)?;
     let node = mem.read(slot).cap;
+    if let Cap::Untyped {
+        size_bits,
+        watermark,
+        ..
+    } = node
+    {
+        if label != invocation::UNTYPED_INFO {
+            return Err(Error::IllegalOperation);
+        }
+        *out = Some([watermark, 1 << size_bits]);
+        return Ok(());
+    }
     if let Cap::Tcb { addr } = node {
         return invoke_tcb(mem, caller, &root, addr, label, mr, out);
     }
@@ -386,7 +398,10 @@ fn invoke_into(
         Cap::VSpace { addr: vs } => {
             return match label {
                 invocation::VSPACE_CONFIGURE => match cap_at(mem, &root, mr[0])? {
-                    Cap::TablePool { addr, size_bits } => crate::vm::configure(vs, addr, size_bits),
+                    Cap::TablePool { addr, size_bits } => {
+                        *out = Some(crate::vm::configure(vs, addr, size_bits)?);
+                        Ok(())
+                    }
                     _ => Err(Error::InvalidCapability),
                 },
                 invocation::VSPACE_BIND_REGION => match cap_at(mem, &root, mr[0])? {

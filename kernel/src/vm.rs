@@ -243,6 +243,12 @@ fn vmid_alloc() -> Option<u64> {
     None
 }
 
+/// VMIDs no VSpace holds.
+fn vmids_free() -> u64 {
+    let m = VMIDS.lock();
+    (256 - FIRST_VMID) - m.iter().map(|w| w.count_ones() as u64).sum::<u64>()
+}
+
 fn vmid_free(v: u64) {
     VMIDS.lock()[(v / 64) as usize] &= !(1 << (v % 64));
 }
@@ -548,7 +554,8 @@ fn unmap_mapping(m: &Mapping) {
 // Invocations (all under the capability lock).
 
 /// VSPACE_CONFIGURE.
-pub fn configure(vs: u64, pool: u64, pool_bits: u32) -> Result<(), Error> {
+/// Returns the VMID given and how many are still free.
+pub fn configure(vs: u64, pool: u64, pool_bits: u32) -> Result<[u64; 2], Error> {
     if KObj.rd(vs + M_VMID) != 0 {
         return Err(Error::IllegalOperation);
     }
@@ -562,7 +569,8 @@ pub fn configure(vs: u64, pool: u64, pool_bits: u32) -> Result<(), Error> {
     KObj.wr(vs + M_POOL, pool);
     KObj.wr(vs + M_POOL_BITS, pool_bits as u64);
     KObj.wr(vs + M_VMID, vmid);
-    Ok(())
+    drop(spaces);
+    Ok([vmid, vmids_free()])
 }
 
 /// TCB_SET_SPACE: thread `t` (inactive) runs in `vs` from now on.

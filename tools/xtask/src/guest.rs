@@ -46,7 +46,9 @@ pub const DEB_ARCH: &str = "arm64";
 /// - `bulkhead.reboot`: on the first boot (`bulkhead.boot=0000`, which the tools append
 ///   and the VMM rewrites with its reset count), print `bulkhead-guest: rebooting` and
 ///   `reboot -f` (PSCI SYSTEM_RESET); after a reset, print `bulkhead-guest: boot N after a
-///   reset` and go on with the other words;
+///   reset` and go on with the other words; `bulkhead.reboot=N` reboots at once on boots
+///   0 .. N-1 (printing `bulkhead-guest: boot K, rebooting`) and goes on after the N-th
+///   reset (the restart loop of the attack suite);
 /// - `bulkhead.devmem=ADDR`: after the shell check, reads physical address ADDR with
 ///   busybox `devmem` and prints `bulkhead-guest: devmem ADDR -> ` and the value, or what
 ///   the shell reported (e.g. `Bus error (exit status 135)`: only that process dies), then
@@ -72,13 +74,18 @@ for word in $(cat /proc/cmdline); do
     bulkhead.linger=*) mode=linger; linger=${word#bulkhead.linger=} ;;
     bulkhead.devmem=*) devmem_at=${word#bulkhead.devmem=} ;;
     bulkhead.reboot) reboot=1 ;;
+    bulkhead.reboot=*) reboot=${word#bulkhead.reboot=} ;;
     bulkhead.crashvmm) crashvmm=1 ;;
     bulkhead.boot=*) boot=$((1${word#bulkhead.boot=} - 10000)) ;;
     esac
 done
 if [ -n "$reboot" ]; then
-    if [ "$boot" -eq 0 ]; then
-        echo "bulkhead-guest: rebooting"
+    if [ "$boot" -lt "$reboot" ]; then
+        if [ "$reboot" -eq 1 ]; then
+            echo "bulkhead-guest: rebooting"
+        else
+            echo "bulkhead-guest: boot $boot, rebooting"
+        fi
         reboot -f
     fi
     echo "bulkhead-guest: boot $boot after a reset"

@@ -423,7 +423,44 @@ fn log_dirty_checks(ut: u64) -> Outcome {
 }
 
 /// The cases of this file.
+/// UntypedInfo and VSpaceConfigure's results: remaking the same objects after a revoke
+/// puts them where they were, the watermark is what it was, and the VMID comes back.
+fn untyped_info_and_vmid_reuse(ut: u64) -> Outcome {
+    let child = FREE + 10;
+    make(ut, ObjectType::Untyped, 16, child).map_err(|_| "child untyped")?;
+    let info = || inv_ret(child, invocation::UNTYPED_INFO, [0; 4]);
+    check(info() == Ok([0, 1 << 16]), "a fresh Untyped: watermark 0")?;
+    let build = || -> Result<[u64; 2], &'static str> {
+        make(child, ObjectType::VSpace, 0, VS).map_err(|_| "retype VSpace")?;
+        make(child, ObjectType::TablePool, 14, POOL).map_err(|_| "retype pool")?;
+        inv_ret(VS, invocation::VSPACE_CONFIGURE, [POOL, 0, 0, 0]).map_err(|_| "configure")
+    };
+    let first = build()?;
+    check(first[0] >= 64 && first[0] < 256, "a VMID for VSpaces")?;
+    let used = info().map_err(|_| "info")?;
+    check(used == [0x8000, 1 << 16], "two 16 KiB objects")?;
+    revoke(child).map_err(|_| "revoke")?;
+    check(info() == Ok(used), "a revoke alone leaves the watermark")?;
+    let again = build()?;
+    check(again == first, "the same VMID, as many left free")?;
+    check(info() == Ok(used), "remade from the base")?;
+    expect(
+        inv(VS, invocation::UNTYPED_INFO, [0; 4]),
+        Err(Error::IllegalOperation),
+        "UntypedInfo on a VSpace",
+    )?;
+    expect(
+        inv(child, invocation::POOL_INFO, [0; 4]),
+        Err(Error::IllegalOperation),
+        "another label on an Untyped",
+    )
+}
+
 pub const CASES: &[(&str, crate::caps::Case)] = &[
+    (
+        "vm: UntypedInfo, and VMIDs come back after a VSpace goes",
+        untyped_info_and_vmid_reuse,
+    ),
     (
         "vm: a VSpace is configured once, with a pool",
         configure_once,

@@ -245,7 +245,7 @@ pub mod invocation {
     /// in that stage-2 address space from now on.
     pub const TCB_SET_SPACE: u64 = 22;
     /// VSpace Configure: MR0 = index of a TablePool cap. Gives the VSpace a VMID and the
-    /// pool its tables come from; once only.
+    /// pool its tables come from; once only. x1 = the VMID, x2 = VMIDs still free.
     pub const VSPACE_CONFIGURE: u64 = 23;
     /// VSpace BindRegion: MR0 = index of a Frame cap (any size), MR1 = IPA (aligned to
     /// the frame's size), MR2 = rights ([`map_rights`]). Guest faults inside the region
@@ -289,6 +289,10 @@ pub mod invocation {
     /// harvesting the bitmap); the first write to a page sets its bit. x1 = pages
     /// write-protected.
     pub const VSPACE_LOG_DIRTY: u64 = 35;
+    /// Untyped Info: x1 = its watermark (bytes from its base that retypes have used; it
+    /// goes back to 0 at the first Retype after every object made from it is gone), x2 =
+    /// its size in bytes.
+    pub const UNTYPED_INFO: u64 = 36;
     /// FRAME_MAP's MR0 for the caller's own address space.
     pub const SELF_SPACE: u64 = u64::MAX;
 }

@@ -23,6 +23,9 @@ pub const RAM_BITS: u32 = 26;
 pub const RAM_WINDOW: u64 = 0x80_0000_0000;
 /// Table pool size (log2): 255 tables.
 const POOL_BITS: u32 = 20;
+/// A VM's own Untyped (log2 size): its VSpace, TCBs and VCPUs, so that a reset destroys
+/// them with one revoke and makes them again in the same place.
+const OBJECTS_BITS: u32 = 16;
 /// The emulated PL011.
 const UART: u64 = bulkhead_sys::vm_layout::UART;
 /// Priority of vCPU threads (below the VMM's, so an exit runs the VMM at once).
@@ -71,6 +74,26 @@ pub fn make(ty: ObjectType, bits: u32, dest: u64) -> Result<(), Error> {
     Err(last)
 }
 
+/// Untyped Retype of one `ty` object of `bits` from Untyped `ut` into root slot `dest`.
+fn make_in(ut: u64, ty: ObjectType, bits: u32, dest: u64) -> Result<(), Error> {
+    call(
+        ut,
+        info(invocation::UNTYPED_RETYPE),
+        [ty as u64 | (bits as u64) << 32, ROOT, 64 | 1 << 32, dest],
+    )
+}
+
+/// The kernel's accounting of one VM, read each time its objects have been made: its own
+/// Untyped's watermark, its table pool, its VMID, and the VMIDs left free system-wide.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    pub watermark: u64,
+    pub pool_free: u64,
+    pub pool_total: u64,
+    pub vmid: u64,
+    pub vmids_free: u64,
+}
+
 /// What a VM runs, so that a reset can load it again.
 #[derive(Clone, Copy)]
 pub struct Boot {
@@ -105,6 +128,12 @@ pub struct Vm {
     pub boot: Option<Boot>,
     /// Resets so far.
     pub resets: u64,
+    /// The core of vCPU 0 (vCPU `i` runs on `first_core + i` where that core is online).
+    pub first_core: u64,
+    /// The accounting after the first boot, and the VMIDs free after the first reset
+    /// (the other VMs of the system may still have been starting before that).
+    pub first: Option<Accounting>,
+    pub vmids_after_first_reset: Option<u64>,
     /// The system description asked this VMM to crash when its guest says so (the
     /// attack suite's stand-in for a VMM that a guest subverts: `bulkhead.crashvmm`).
     pub crash_on_request: bool,
@@ -116,6 +145,9 @@ impl Vm {
     }
     fn pool(&self) -> u64 {
         slot_base(self.index) + 1
+    }
+    fn objects(&self) -> u64 {
+        slot_base(self.index) + 3
     }
     fn ep(&self, i: u64) -> u64 {
         slot_base(self.index) + 10 + i
@@ -163,6 +195,9 @@ pub fn build(
         off: false,
         boot: None,
         resets: 0,
+        first_core,
+        first: None,
+        vmids_after_first_reset: None,
         crash_on_request: false,
     };
     let ram = slot_base(index) + 2;
@@ -171,13 +206,8 @@ pub fn build(
     if index == 0 {
         make(ObjectType::Endpoint, 0, S_EP)?;
     }
-    make(ObjectType::VSpace, 0, vm.vspace())?;
     make(ObjectType::TablePool, POOL_BITS, vm.pool())?;
-    call(
-        vm.vspace(),
-        info(invocation::VSPACE_CONFIGURE),
-        [vm.pool(), 0, 0, 0],
-    )?;
+    make(ObjectType::Untyped, OBJECTS_BITS, vm.objects())?;
     call(
         ram,
         info(invocation::FRAME_MAP),
@@ -188,14 +218,29 @@ pub fn build(
             0,
         ],
     )?;
+    vm.first = Some(make_objects(&vm)?);
+    vm.on = [false; 8];
+    Ok(vm)
+}
+
+/// Makes `vm`'s VSpace (configured with its pool, its RAM bound), and each vCPU's TCB and
+/// VCPU, from the VM's own Untyped; returns the kernel's accounting afterwards.
+fn make_objects(vm: &Vm) -> Result<Accounting, Error> {
+    let (objects, ram) = (vm.objects(), slot_base(vm.index) + 2);
+    make_in(objects, ObjectType::VSpace, 0, vm.vspace())?;
+    let [vmid, vmids_free] = call_ret(
+        vm.vspace(),
+        info(invocation::VSPACE_CONFIGURE),
+        [vm.pool(), 0, 0, 0],
+    )?;
     call(
         vm.vspace(),
         info(invocation::VSPACE_BIND_REGION),
         [ram, RAM_IPA, map_rights::RWX, 0],
     )?;
-    for i in 0..vcpus {
-        make(ObjectType::Tcb, 0, vm.tcb(i))?;
-        make(ObjectType::Vcpu, 0, vm.vcpu(i))?;
+    for i in 0..vm.vcpus {
+        make_in(objects, ObjectType::Tcb, 0, vm.tcb(i))?;
+        make_in(objects, ObjectType::Vcpu, 0, vm.vcpu(i))?;
         // Each vCPU's faults come with its own badge.
         call(
             ROOT,
@@ -204,7 +249,7 @@ pub fn build(
                 vm.ep(i),
                 S_EP,
                 64 | 64 << 8 | (rights::ALL as u64) << 16,
-                index << 8 | (i + 1),
+                vm.index << 8 | (i + 1),
             ],
         )?;
         call(
@@ -217,7 +262,7 @@ pub fn build(
             info(invocation::TCB_SET_SPACE),
             [vm.vspace(), 0, 0, 0],
         )?;
-        let core = first_core + i;
+        let core = vm.first_core + i;
         if call(
             vm.tcb(i),
             info(invocation::TCB_SET_AFFINITY),
@@ -238,9 +283,60 @@ pub fn build(
             [vcpu_reg::VMPIDR, i, 0, 0],
         )?;
     }
-    vm.on = [false; 8];
-    let _ = &mut vm;
-    Ok(vm)
+    let [watermark, _] = call_ret(objects, info(invocation::UNTYPED_INFO), [0; 4])?;
+    let [pool_free, pool_total] = call_ret(vm.pool(), info(invocation::POOL_INFO), [0; 4])?;
+    Ok(Accounting {
+        watermark,
+        pool_free,
+        pool_total,
+        vmid,
+        vmids_free,
+    })
+}
+
+/// Destroys `vm`'s VSpace, TCBs and VCPUs (its RAM, pool and the VMM's window on the RAM
+/// stay) and makes them again, checking that the kernel's accounting is what it was after
+/// the first boot: the same watermark of the VM's Untyped, every table back in the pool,
+/// the same VMID, and (from the second reset on) as many VMIDs free as after the first.
+fn remake(vm: &mut Vm) -> Result<(), &'static str> {
+    for i in 0..vm.vcpus {
+        call(ROOT, info(invocation::CNODE_DELETE), [vm.ep(i), 0, 64, 0])
+            .map_err(|_| "deleting a vCPU's endpoint cap")?;
+    }
+    call(
+        ROOT,
+        info(invocation::CNODE_REVOKE),
+        [vm.objects(), 0, 64, 0],
+    )
+    .map_err(|_| "revoking the VM's objects")?;
+    let now = make_objects(vm).map_err(|_| "making the VM's objects again")?;
+    let first = vm.first.ok_or("no first accounting")?;
+    let vmids = *vm.vmids_after_first_reset.get_or_insert(now.vmids_free);
+    defmt::info!(
+        "vmm: {=str}: restart {=u64}: untyped watermark {=u64:#x}, table pool {=u64} of {=u64} free, VMID {=u64}, {=u64} VMIDs free",
+        vm.name,
+        vm.resets,
+        now.watermark,
+        now.pool_free,
+        now.pool_total,
+        now.vmid,
+        now.vmids_free
+    );
+    if now.watermark != first.watermark {
+        return Err("the VM's Untyped watermark moved");
+    }
+    if now.pool_free != now.pool_total || now.pool_total != first.pool_total {
+        return Err("tables of the old VSpace are missing from the pool");
+    }
+    if now.vmid != first.vmid || now.vmids_free != vmids {
+        return Err("a VMID leaked");
+    }
+    defmt::info!(
+        "vmm: {=str}: restart {=u64}: kernel accounting as after the first boot",
+        vm.name,
+        vm.resets
+    );
+    Ok(())
 }
 
 /// Copies `data` into guest RAM at IPA `at` through the window (bounds checked).
@@ -717,33 +813,29 @@ fn stop_all(vm: &mut Vm) {
     }
 }
 
-/// PSCI SYSTEM_RESET: the VM starts again from its images (its other vCPUs are stopped,
-/// every vCPU's EL1 state goes back to reset values, the devices are reset); a VM without
-/// images (a test guest) is powered off instead.
+/// PSCI SYSTEM_RESET: the VM starts again from its images with new kernel objects (its
+/// vCPUs are stopped, its VSpace, TCBs and VCPUs destroyed and made again, the kernel's
+/// accounting checked, the devices reset); a VM without images (a test guest) is powered
+/// off instead.
 fn reset(vm: &mut Vm) -> After {
     let Some(b) = vm.boot else {
         return After::Off(vm.passed);
     };
     stop_all(vm);
-    for i in 0..vm.vcpus {
-        for r in 0..vcpu_reg::COUNT {
-            let val = match r {
-                vcpu_reg::SCTLR_EL1 => 0x30d0_0800,
-                vcpu_reg::VMPIDR => i,
-                _ => 0,
-            };
-            let _ = call(
-                vm.vcpu(i),
-                info(invocation::VCPU_WRITE_SYSREG),
-                [r, val, 0, 0],
-            );
-        }
+    vm.resets += 1;
+    if let Err(why) = remake(vm) {
+        defmt::error!(
+            "vmm: {=str}: restart {=u64}: {=str}",
+            vm.name,
+            vm.resets,
+            why
+        );
+        return After::Off(false);
     }
     vm.uart = crate::pl011::Pl011::default();
     if vm.gic.is_some() {
         vm.gic = Some(crate::gic::Gic::new(vm.vcpus as usize));
     }
-    vm.resets += 1;
     let go = || -> Result<(), Error> {
         copy_in(vm, b.image_at, b.image)?;
         copy_in(vm, b.initrd_at, b.initrd)?;
