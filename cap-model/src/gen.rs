@@ -260,6 +260,11 @@ pub fn op_strategy_for(layout: Layout) -> impl Strategy<Value = Op> {
         4 => a().prop_map(|slot| Op::Delete { slot }),
         4 => a().prop_map(|slot| Op::Revoke { slot }),
         5 => (a(), a()).prop_map(|(dest, src)| Op::Grant { dest, src }),
+        2 => prop_oneof![
+            3 => (2u64..4).prop_map(move |i| layout.root_slot(i)),
+            1 => a(),
+        ]
+        .prop_map(|untyped| Op::UntypedInfo { untyped }),
         30 => retype(layout),
         24 => stage2_op(layout),
         12 => vcpu_irq_op(layout),

@@ -29,6 +29,7 @@ fn kind(op: &Op) -> &'static str {
         Op::FrameMap { .. } => "FrameMap",
         Op::FrameUnmap { .. } => "FrameUnmap",
         Op::PoolInfo { .. } => "PoolInfo",
+        Op::UntypedInfo { .. } => "UntypedInfo",
         Op::VcpuBindTcb { .. } => "VcpuBindTcb",
         Op::VcpuInjectIrq { .. } => "VcpuInjectIrq",
         Op::VcpuReadSysreg { .. } => "VcpuReadSysreg",
@@ -58,6 +59,7 @@ fn addrs(op: &Op) -> Vec<Addr> {
         Op::FrameMap { frame, space, .. } => [Some(frame), space].into_iter().flatten().collect(),
         Op::FrameUnmap { frame } => vec![frame],
         Op::PoolInfo { pool } => vec![pool],
+        Op::UntypedInfo { untyped } => vec![untyped],
         Op::VcpuBindTcb { vcpu, tcb } => vec![vcpu, tcb],
         Op::VcpuInjectIrq { vcpu, .. }
         | Op::VcpuReadSysreg { vcpu, .. }
@@ -198,6 +200,7 @@ fn generators_reach_every_outcome() {
         ),
         ("FrameUnmap", &[IllegalOperation, InvalidArgument]),
         ("PoolInfo", &[InvalidCapability, IllegalOperation]),
+        ("UntypedInfo", &[InvalidCapability, IllegalOperation]),
         (
             "VcpuBindTcb",
             &[InvalidCapability, IllegalOperation, DeleteFirst],
