@@ -241,7 +241,7 @@ pub fn linux_guest(vcpus: u64, cmdline: &str) -> Result<GuestFiles> {
 
     // The VMM rewrites the four digits with its reset count when it restarts the VM.
     let cmdline = format!("{cmdline} {BOOT_COUNT_WORD}0000");
-    let blob = device_tree(vcpus, &cmdline, vm_layout::INITRD, initrd_end);
+    let blob = device_tree(vcpus, &cmdline, Some((vm_layout::INITRD, initrd_end)));
     if blob.len() as u64 > vm_layout::DTB_MAX {
         bail!(
             "the device tree is {} bytes, more than the {} the memory map allows",
@@ -424,8 +424,8 @@ pub fn initramfs(busybox: &[u8], memtest: &[u8]) -> Vec<u8> {
 }
 
 /// The device tree of a VM with `vcpus` vCPUs laid out as [`vm_layout`] says, booting
-/// with `cmdline` and the initramfs at `initrd_start..initrd_end`.
-pub fn device_tree(vcpus: u64, cmdline: &str, initrd_start: u64, initrd_end: u64) -> Vec<u8> {
+/// with `cmdline` and the initramfs at `initrd = (start, end)`, if it has one.
+pub fn device_tree(vcpus: u64, cmdline: &str, initrd: Option<(u64, u64)>) -> Vec<u8> {
     use vm_layout::{GICD, GICR, RAM_BASE, RAM_BITS, UART, UART_SPI};
     assert!((1..=vm_layout::MAX_VCPUS).contains(&vcpus));
     let uart = format!("pl011@{UART:x}");
@@ -440,8 +440,10 @@ pub fn device_tree(vcpus: u64, cmdline: &str, initrd_start: u64, initrd_end: u64
     w.begin_node("chosen");
     w.prop_str("bootargs", cmdline);
     w.prop_str("stdout-path", &format!("/{uart}"));
-    w.prop_u64s("linux,initrd-start", &[initrd_start]);
-    w.prop_u64s("linux,initrd-end", &[initrd_end]);
+    if let Some((start, end)) = initrd {
+        w.prop_u64s("linux,initrd-start", &[start]);
+        w.prop_u64s("linux,initrd-end", &[end]);
+    }
     w.end_node();
 
     w.begin_node(&format!("memory@{RAM_BASE:x}"));
@@ -966,8 +968,7 @@ mod tests {
             let blob = device_tree(
                 vcpus,
                 "console=ttyAMA0",
-                vm_layout::INITRD,
-                vm_layout::INITRD + 4096,
+                Some((vm_layout::INITRD, vm_layout::INITRD + 4096)),
             );
             assert!(blob.len() as u64 <= vm_layout::DTB_MAX);
             let m = kcore::dtb::parse(&blob).unwrap();
@@ -993,8 +994,7 @@ mod tests {
         let dts = fdt::dtc_decompile(&device_tree(
             2,
             "console=ttyAMA0 earlycon",
-            0x4c00_0000,
-            0x4c12_3456,
+            Some((0x4c00_0000, 0x4c12_3456)),
         ));
         for want in [
             "compatible = \"linux,dummy-virt\";",

@@ -3,6 +3,7 @@
 //! Progress and errors go to stderr prefixed `xtask:`; the decoded console goes to stdout.
 #![forbid(unsafe_code)]
 
+mod bare;
 mod bench;
 mod bench_boot;
 mod bench_doc;
