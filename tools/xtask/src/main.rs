@@ -157,6 +157,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         smp,
         timeout,
         expect: args.expect,
+        vms: Vec::new(),
+        forbid: Vec::new(),
         exit_status: None,
         virtualization: true,
         icount: false,
