@@ -40,6 +40,9 @@ pub const DEB_ARCH: &str = "arm64";
 /// - `bulkhead.linger` (or `bulkhead.linger=N`): the same, then `bulkhead-guest: still
 ///   alive 1` .. `N` (default 5) a second apart before powering off (it outlives another
 ///   VM's poweroff or reset);
+/// - `bulkhead.recheck`: with `bulkhead.linger`, check the RAM with `memtest` on every
+///   CPU again after lingering (the attack scenario: the memory is checked before and
+///   after another VM attacked);
 /// - `bulkhead.crashvmm`: after the memory check, print `bulkhead-guest: crash the VMM
 ///   now`, which makes a VMM whose VM's command line holds this word crash (the attack
 ///   suite's stand-in for a subverted VMM: only this VM may stop);
@@ -64,6 +67,7 @@ devmem_at=
 linger=5
 reboot=
 crashvmm=
+recheck=
 boot=0
 for word in $(cat /proc/cmdline); do
     case "$word" in
@@ -73,6 +77,7 @@ for word in $(cat /proc/cmdline); do
     bulkhead.devmem=*) devmem_at=${word#bulkhead.devmem=} ;;
     bulkhead.reboot) reboot=1 ;;
     bulkhead.crashvmm) crashvmm=1 ;;
+    bulkhead.recheck) recheck=1 ;;
     bulkhead.boot=*) boot=$((1${word#bulkhead.boot=} - 10000)) ;;
     esac
 done
@@ -150,6 +155,7 @@ linger)
         [ "$i" -eq "$linger" ] || sleep 1
         i=$((i + 1))
     done
+    [ -z "$recheck" ] || memtest_all
     poweroff -f
     ;;
 esac
@@ -936,7 +942,12 @@ mod tests {
             "sh -n: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        for word in ["bulkhead.poweroff", "bulkhead.linger", "bulkhead.devmem="] {
+        for word in [
+            "bulkhead.poweroff",
+            "bulkhead.linger",
+            "bulkhead.devmem=",
+            "bulkhead.recheck",
+        ] {
             assert!(INIT_SCRIPT.contains(word), "{word}");
         }
     }
