@@ -265,6 +265,8 @@ fn bulkhead_command(built: &Built, smp: u32, raw: &Path) -> Result<(Command, Dec
         smp,
         timeout: Some(TIMEOUT.as_secs()),
         expect: vec![MARKER.into()],
+        vms: Vec::new(),
+        forbid: Vec::new(),
         exit_status: None,
         virtualization: true,
         gdb: false,

@@ -40,6 +40,9 @@ pub const DEB_ARCH: &str = "arm64";
 /// - `bulkhead.linger` (or `bulkhead.linger=N`): the same, then `bulkhead-guest: still
 ///   alive 1` .. `N` (default 5) a second apart before powering off (it outlives another
 ///   VM's poweroff or reset);
+/// - `bulkhead.recheck`: with `bulkhead.linger`, check the RAM with `memtest` on every
+///   CPU again after lingering (the attack scenario: the memory is checked before and
+///   after another VM attacked);
 /// - `bulkhead.crashvmm`: after the memory check, print `bulkhead-guest: crash the VMM
 ///   now`, which makes a VMM whose VM's command line holds this word crash (the attack
 ///   suite's stand-in for a subverted VMM: only this VM may stop);
@@ -66,6 +69,7 @@ devmem_at=
 linger=5
 reboot=
 crashvmm=
+recheck=
 boot=0
 for word in $(cat /proc/cmdline); do
     case "$word" in
@@ -76,6 +80,7 @@ for word in $(cat /proc/cmdline); do
     bulkhead.reboot) reboot=1 ;;
     bulkhead.reboot=*) reboot=${word#bulkhead.reboot=} ;;
     bulkhead.crashvmm) crashvmm=1 ;;
+    bulkhead.recheck) recheck=1 ;;
     bulkhead.boot=*) boot=$((1${word#bulkhead.boot=} - 10000)) ;;
     esac
 done
@@ -157,6 +162,7 @@ linger)
         [ "$i" -eq "$linger" ] || sleep 1
         i=$((i + 1))
     done
+    [ -z "$recheck" ] || memtest_all
     poweroff -f
     ;;
 esac
@@ -248,7 +254,7 @@ pub fn linux_guest(vcpus: u64, cmdline: &str) -> Result<GuestFiles> {
 
     // The VMM rewrites the four digits with its reset count when it restarts the VM.
     let cmdline = format!("{cmdline} {BOOT_COUNT_WORD}0000");
-    let blob = device_tree(vcpus, &cmdline, vm_layout::INITRD, initrd_end);
+    let blob = device_tree(vcpus, &cmdline, Some((vm_layout::INITRD, initrd_end)));
     if blob.len() as u64 > vm_layout::DTB_MAX {
         bail!(
             "the device tree is {} bytes, more than the {} the memory map allows",
@@ -431,8 +437,8 @@ pub fn initramfs(busybox: &[u8], memtest: &[u8]) -> Vec<u8> {
 }
 
 /// The device tree of a VM with `vcpus` vCPUs laid out as [`vm_layout`] says, booting
-/// with `cmdline` and the initramfs at `initrd_start..initrd_end`.
-pub fn device_tree(vcpus: u64, cmdline: &str, initrd_start: u64, initrd_end: u64) -> Vec<u8> {
+/// with `cmdline` and the initramfs at `initrd = (start, end)`, if it has one.
+pub fn device_tree(vcpus: u64, cmdline: &str, initrd: Option<(u64, u64)>) -> Vec<u8> {
     use vm_layout::{GICD, GICR, RAM_BASE, RAM_BITS, UART, UART_SPI};
     assert!((1..=vm_layout::MAX_VCPUS).contains(&vcpus));
     let uart = format!("pl011@{UART:x}");
@@ -447,8 +453,10 @@ pub fn device_tree(vcpus: u64, cmdline: &str, initrd_start: u64, initrd_end: u64
     w.begin_node("chosen");
     w.prop_str("bootargs", cmdline);
     w.prop_str("stdout-path", &format!("/{uart}"));
-    w.prop_u64s("linux,initrd-start", &[initrd_start]);
-    w.prop_u64s("linux,initrd-end", &[initrd_end]);
+    if let Some((start, end)) = initrd {
+        w.prop_u64s("linux,initrd-start", &[start]);
+        w.prop_u64s("linux,initrd-end", &[end]);
+    }
     w.end_node();
 
     w.begin_node(&format!("memory@{RAM_BASE:x}"));
@@ -941,7 +949,12 @@ mod tests {
             "sh -n: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        for word in ["bulkhead.poweroff", "bulkhead.linger", "bulkhead.devmem="] {
+        for word in [
+            "bulkhead.poweroff",
+            "bulkhead.linger",
+            "bulkhead.devmem=",
+            "bulkhead.recheck",
+        ] {
             assert!(INIT_SCRIPT.contains(word), "{word}");
         }
     }
@@ -973,8 +986,7 @@ mod tests {
             let blob = device_tree(
                 vcpus,
                 "console=ttyAMA0",
-                vm_layout::INITRD,
-                vm_layout::INITRD + 4096,
+                Some((vm_layout::INITRD, vm_layout::INITRD + 4096)),
             );
             assert!(blob.len() as u64 <= vm_layout::DTB_MAX);
             let m = kcore::dtb::parse(&blob).unwrap();
@@ -1000,8 +1012,7 @@ mod tests {
         let dts = fdt::dtc_decompile(&device_tree(
             2,
             "console=ttyAMA0 earlycon",
-            0x4c00_0000,
-            0x4c12_3456,
+            Some((0x4c00_0000, 0x4c12_3456)),
         ));
         for want in [
             "compatible = \"linux,dummy-virt\";",

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::say;
 use crate::setup::{self, shown, KERNEL_TARGET, TASK_TARGET};
-use crate::system::System;
+use crate::system::{Kernel, System};
 
 /// Environment variable the kernel's build script reads the payload path from.
 pub const PAYLOAD_ENV: &str = "BULKHEAD_PAYLOAD";
@@ -204,33 +204,13 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
         );
     }
     if !system.vms.is_empty() {
-        // The VMM embeds its Linux guests: kernel and initramfs, and per VM its name,
-        // vCPU count and device tree (the list format is `userland/vmm/src/linux.rs`'s).
-        let mut list = b"BHVM".to_vec();
-        list.extend_from_slice(&(system.vms.len() as u32).to_le_bytes());
-        let mut files = None;
-        for vm in &system.vms {
-            let g = crate::guest::linux_guest(vm.vcpus, &vm.cmdline)?;
-            let dtb = std::fs::read(&g.dtb)
-                .with_context(|| format!("cannot read {}", g.dtb.display()))?;
-            let mut name = [0u8; 16];
-            name[..vm.name.len()].copy_from_slice(vm.name.as_bytes());
-            list.extend_from_slice(&name);
-            list.extend_from_slice(&(vm.vcpus as u32).to_le_bytes());
-            list.extend_from_slice(&(dtb.len() as u32).to_le_bytes());
-            list.extend_from_slice(&dtb);
-            list.resize(list.len().div_ceil(8) * 8, 0);
-            files = Some(g);
-        }
-        let g = files.expect("at least one VM");
         let vms = out.join("vms.bin");
-        if std::fs::read(&vms).ok().as_deref() != Some(list.as_slice()) {
-            std::fs::write(&vms, &list)
-                .with_context(|| format!("cannot write {}", vms.display()))?;
+        let linux = vm_list(system, &vms)?;
+        if let Some(g) = linux {
+            cmd.env("BULKHEAD_GUEST_LINUX_IMAGE", &g.image)
+                .env("BULKHEAD_GUEST_LINUX_INITRD", &g.initrd);
         }
-        cmd.env("BULKHEAD_GUEST_LINUX_IMAGE", &g.image)
-            .env("BULKHEAD_GUEST_LINUX_INITRD", &g.initrd)
-            .env("BULKHEAD_GUEST_LINUX_VMS", &vms);
+        cmd.env("BULKHEAD_GUEST_LINUX_VMS", &vms);
     }
     for b in &binaries {
         cmd.args(["-p", b]);
@@ -287,6 +267,50 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
             .with_context(|| format!("cannot write {}", payload.display()))?;
     }
     Ok((payload, manifest))
+}
+
+/// Magic of the VM list the VMM embeds (`userland/vmm/src/linux.rs` reads it).
+pub const VM_LIST_MAGIC: &[u8; 4] = b"BHV2";
+
+/// Writes the list of `system`'s VMs that the VMM embeds to `path`: [`VM_LIST_MAGIC`], a
+/// little-endian u32 count, then per VM a 16-byte NUL-padded name, u32 vCPUs, u32
+/// device-tree length, u32 image length (0: the shared Linux `Image` and initramfs), a
+/// u32 0, the device tree, the image, each padded to 8 bytes. Returns the shared Linux
+/// guest's files when a VM boots Debian's kernel.
+fn vm_list(system: &System, path: &Path) -> Result<Option<crate::guest::GuestFiles>> {
+    let mut list = VM_LIST_MAGIC.to_vec();
+    list.extend_from_slice(&(system.vms.len() as u32).to_le_bytes());
+    let mut linux = None;
+    for vm in &system.vms {
+        let (dtb, image) = match &vm.kernel {
+            Kernel::DebianCloud => {
+                let g = crate::guest::linux_guest(vm.vcpus, &vm.cmdline)?;
+                let dtb = std::fs::read(&g.dtb)
+                    .with_context(|| format!("cannot read {}", g.dtb.display()))?;
+                linux = Some(g);
+                (dtb, Vec::new())
+            }
+            Kernel::Guest(name) => {
+                let g = crate::bare::bare_guest(name, vm.vcpus, &vm.cmdline)
+                    .with_context(|| format!("VM `{}`", vm.name))?;
+                (g.dtb, g.image)
+            }
+        };
+        let mut name = [0u8; 16];
+        name[..vm.name.len()].copy_from_slice(vm.name.as_bytes());
+        list.extend_from_slice(&name);
+        for word in [vm.vcpus as u32, dtb.len() as u32, image.len() as u32, 0] {
+            list.extend_from_slice(&word.to_le_bytes());
+        }
+        for part in [&dtb, &image] {
+            list.extend_from_slice(part);
+            list.resize(list.len().div_ceil(8) * 8, 0);
+        }
+    }
+    if std::fs::read(path).ok().as_deref() != Some(list.as_slice()) {
+        std::fs::write(path, &list).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(linux)
 }
 
 /// Builds the kernel with `payload` embedded; returns the copied ELF's path.

@@ -17,6 +17,7 @@ const TASK_PACKAGES: &[&str] = &[
     "ktest",
     "vmm",
     "faultstorm",
+    "attack",
     "memtest",
     "bulkhead-rt",
     "bulkhead-sys",

@@ -3,6 +3,7 @@
 //! Progress and errors go to stderr prefixed `xtask:`; the decoded console goes to stdout.
 #![forbid(unsafe_code)]
 
+mod bare;
 mod bench;
 mod bench_boot;
 mod bench_doc;
@@ -156,6 +157,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         smp,
         timeout,
         expect: args.expect,
+        vms: Vec::new(),
+        forbid: Vec::new(),
         exit_status: None,
         virtualization: true,
         icount: false,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::decode::{Console, DefmtTables, Line, Origin};
-use crate::expect::Expect;
+use crate::expect::Expectations;
 use crate::image::Built;
 use crate::say;
 use crate::setup::QEMU;
@@ -36,6 +36,11 @@ pub struct RunConfig {
     pub timeout: Option<u64>,
     /// Regexes that must match decoded lines, in order.
     pub expect: Vec<String>,
+    /// Per VM: regexes that must match the lines of that VM's VMM task in order
+    /// (independently of `expect` and of the other VMs).
+    pub vms: Vec<(String, Vec<String>)>,
+    /// Regexes that fail the run as soon as a decoded line matches one.
+    pub forbid: Vec<String>,
     /// After the patterns, QEMU must also exit with this status.
     pub exit_status: Option<i32>,
     /// Give QEMU's CPUs the virtualization extensions (entry at EL2). Only tests that
@@ -230,7 +235,7 @@ fn create(path: &Path) -> Result<File> {
 pub fn run(built: &Built, cfg: &RunConfig) -> Result<RunResult> {
     let tables = DefmtTables::load(&built.manifest)?;
     let mut console = Console::new(tables);
-    let mut expect = Expect::new(&cfg.expect)?;
+    let mut expect = Expectations::new(&cfg.expect, &cfg.vms, &cfg.forbid)?;
     let mut raw = create(&cfg.raw_path)?;
     let mut sink = Sink {
         echo: cfg.echo,
@@ -270,9 +275,9 @@ pub fn run(built: &Built, cfg: &RunConfig) -> Result<RunResult> {
     let verdict = loop {
         let now = Instant::now();
         let timed_out = deadline.is_some_and(|d| now >= d);
-        if let Some((until, line)) = &failure {
+        if let Some((until, reason)) = &failure {
             if now >= *until || !stdout_open || timed_out {
-                break Err(format!("kernel reported a failure: {line}"));
+                break Err(reason.clone());
             }
         }
         if timed_out {
@@ -316,9 +321,14 @@ pub fn run(built: &Built, cfg: &RunConfig) -> Result<RunResult> {
                 && line.origin == Origin::Kernel
                 && FAILURE_MARKERS.iter().any(|m| plain.contains(m))
             {
-                failure = Some((Instant::now() + AFTER_FAILURE, plain.clone()));
+                failure = Some((
+                    Instant::now() + AFTER_FAILURE,
+                    format!("kernel reported a failure: {plain}"),
+                ));
             }
-            expect.offer(&plain);
+            if let Err(reason) = expect.offer(&plain) {
+                failure.get_or_insert((Instant::now() + AFTER_FAILURE, reason));
+            }
         }
         if failure.is_none() && !expect.is_empty() && expect.done() && cfg.exit_status.is_none() {
             break Ok(Done::Matched(expect.len()));
@@ -339,7 +349,7 @@ pub fn run(built: &Built, cfg: &RunConfig) -> Result<RunResult> {
     })
 }
 
-fn timeout_text(secs: u64, expect: &Expect, exit_status: Option<i32>) -> String {
+fn timeout_text(secs: u64, expect: &Expectations, exit_status: Option<i32>) -> String {
     if !expect.done() {
         return format!("timeout after {secs} s: {}", expect.report());
     }
@@ -355,7 +365,7 @@ fn timeout_text(secs: u64, expect: &Expect, exit_status: Option<i32>) -> String 
 
 fn exit_verdict(
     status: &ExitStatus,
-    expect: &Expect,
+    expect: &Expectations,
     exit_status: Option<i32>,
 ) -> std::result::Result<Done, String> {
     let text = status_text(status);

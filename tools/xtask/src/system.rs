@@ -82,6 +82,47 @@ pub struct Vm {
     pub vcpus: u64,
     /// The kernel command line.
     pub cmdline: String,
+    /// What it boots.
+    pub kernel: Kernel,
+}
+
+/// What a VM boots (its `kernel` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kernel {
+    /// `"debian-cloud"` (the default): Debian's arm64 cloud kernel with the tools'
+    /// busybox initramfs.
+    DebianCloud,
+    /// `"guest:NAME"`: the bare-metal guest crate `guests/NAME`, built by the tools as a
+    /// flat arm64 `Image` (one of [`BARE_GUESTS`]); no initramfs.
+    Guest(String),
+}
+
+/// The `kernel` value of Debian's cloud kernel.
+pub const DEBIAN_CLOUD: &str = "debian-cloud";
+/// The prefix of a bare-metal guest's `kernel` value.
+pub const GUEST_PREFIX: &str = "guest:";
+/// Bare-metal guests the tools can build as an arm64 `Image` for a VM.
+pub const BARE_GUESTS: &[&str] = &["attack"];
+
+/// Checks a `kernel` value.
+pub fn check_kernel(k: Option<&str>) -> Result<Kernel> {
+    let Some(k) = k else {
+        return Ok(Kernel::DebianCloud);
+    };
+    if k == DEBIAN_CLOUD {
+        return Ok(Kernel::DebianCloud);
+    }
+    let known = BARE_GUESTS.join(", ");
+    match k.strip_prefix(GUEST_PREFIX) {
+        Some(g) if BARE_GUESTS.contains(&g) => Ok(Kernel::Guest(g.to_string())),
+        Some(g) => {
+            bail!("kernel `{k}`: unknown guest `{g}` (bare-metal guests the tools build: {known})")
+        }
+        None => bail!(
+            "kernel `{k}`: use \"{DEBIAN_CLOUD}\" (Debian's arm64 cloud kernel, fetched by the \
+             tools) or \"{GUEST_PREFIX}NAME\" (a bare-metal guest the tools build: {known})"
+        ),
+    }
 }
 
 /// Most VMs a system holds (each needs its guest RAM as an aligned block).
@@ -306,9 +347,8 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
     let mut raw_tasks = Vec::new();
     for rv in std::mem::take(&mut raw.vm) {
         let label = format!("[[vm]] `{}`", rv.name);
-        if let Some(k) = rv.kernel.as_deref().filter(|k| *k != "debian-cloud") {
-            bail!("{file}: {label}: kernel `{k}`: only \"debian-cloud\" (Debian's arm64 cloud kernel, fetched by the tools) is supported");
-        }
+        let kernel =
+            check_kernel(rv.kernel.as_deref()).map_err(|e| anyhow!("{file}: {label}: {e}"))?;
         let vcpus = rv.vcpus.unwrap_or(1);
         if !(1..=bulkhead_sys::vm_layout::MAX_VCPUS as i64).contains(&vcpus) {
             bail!(
@@ -330,6 +370,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
             name: rv.name,
             vcpus: vcpus as u64,
             cmdline,
+            kernel,
         });
     }
     // Every VM gets a VMM task of its own, with the VM's name, started at boot with its
@@ -628,6 +669,29 @@ mod tests {
             .map(|i| format!("[[task]]\nname = \"t{i}\"\nbinary = \"b\"\n"))
             .collect();
         assert!(err(&many).contains("at most 32"));
+    }
+
+    #[test]
+    fn vm_kernels() {
+        let vm = |k: &str| format!("[[vm]]\nname = \"v\"\nkernel = \"{k}\"\n");
+        let s = parse(Path::new("t.toml"), "[[vm]]\nname = \"v\"\n").unwrap();
+        assert_eq!(s.vms[0].kernel, Kernel::DebianCloud);
+        let s = parse(Path::new("t.toml"), &vm("debian-cloud")).unwrap();
+        assert_eq!(s.vms[0].kernel, Kernel::DebianCloud);
+        let s = parse(Path::new("t.toml"), &vm("guest:attack")).unwrap();
+        assert_eq!(s.vms[0].kernel, Kernel::Guest("attack".into()));
+        let e = err(&vm("guest:nope"));
+        assert!(
+            e.contains("[[vm]] `v`: kernel `guest:nope`: unknown guest `nope`")
+                && e.contains("build: attack"),
+            "{e}"
+        );
+        let e = err(&vm("ubuntu"));
+        assert!(
+            e.contains("kernel `ubuntu`: use \"debian-cloud\"") && e.contains("\"guest:NAME\""),
+            "{e}"
+        );
+        assert!(err(&vm("guest:")).contains("unknown guest ``"));
     }
 
     const TWO: &str = "[[task]]\nname = \"ta\"\nbinary = \"init\"\n\

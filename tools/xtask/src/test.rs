@@ -1,6 +1,6 @@
 //! `cargo xtask test`: host tests, then every scenario under QEMU.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use crate::expect::Expect;
+use crate::expect::Expectations;
 use crate::image::{self, Built};
 use crate::qemu::{self, RunConfig};
 use crate::say;
@@ -30,6 +30,14 @@ pub struct Scenario {
     /// Regexes that must match decoded lines in order.
     #[serde(default)]
     pub expect: Vec<String>,
+    /// Per VM of the system: regexes that must match the lines of its VMM task (its
+    /// guest's console, `<vm>| ...`, and the VMM's log) in order, independently of
+    /// `expect` and of the other VMs.
+    #[serde(default)]
+    pub expect_vm: BTreeMap<String, Vec<String>>,
+    /// Regexes that fail the run as soon as any decoded line matches one.
+    #[serde(default)]
+    pub forbid: Vec<String>,
     /// After the patterns, QEMU must exit with this status.
     pub exit_status: Option<i32>,
     /// Run QEMU with the virtualization extensions (entry at EL2); default true.
@@ -64,11 +72,42 @@ impl Scenario {
         if s.timeout == Some(0) {
             bail!("{file}: timeout must be at least 1 second");
         }
-        if s.expect.is_empty() && s.exit_status.is_none() {
+        if s.expect.is_empty() && s.expect_vm.is_empty() && s.exit_status.is_none() {
             bail!("{file}: give `expect` patterns, an `exit_status`, or both");
         }
-        Expect::new(&patterns_for(&s.expect, 1)).map_err(|e| anyhow!("{file}: {e}"))?;
+        if let Some((vm, _)) = s.expect_vm.iter().find(|(_, p)| p.is_empty()) {
+            bail!("{file}: expect_vm.{vm} is empty");
+        }
+        Expectations::new(&patterns_for(&s.expect, 1), &s.vm_patterns(1), &s.forbid)
+            .map_err(|e| anyhow!("{file}: {e}"))?;
         Ok(s)
+    }
+
+    /// The per-VM patterns for a run with `smp` CPUs.
+    pub fn vm_patterns(&self, smp: u32) -> Vec<(String, Vec<String>)> {
+        self.expect_vm
+            .iter()
+            .map(|(vm, p)| (vm.clone(), patterns_for(p, smp)))
+            .collect()
+    }
+
+    /// Checks that every VM named in `expect_vm` is a VM of `system`.
+    pub fn check_vms(&self, system: &system::System) -> Result<()> {
+        for vm in self.expect_vm.keys() {
+            if !system.vms.iter().any(|v| &v.name == vm) {
+                let names: Vec<&str> = system.vms.iter().map(|v| v.name.as_str()).collect();
+                bail!(
+                    "expect_vm names `{vm}`, which is not a VM of {} (its VMs: {})",
+                    self.system,
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +196,9 @@ impl Runner {
             Err(e) => return self.tally.fail(Some(&label), &format!("{e:#}"), &[]),
         };
         let system_path = setup::repo_root().join(&scenario.system);
+        if let Err(e) = system::load(&system_path).and_then(|sys| scenario.check_vms(&sys)) {
+            return self.tally.fail(Some(&label), &format!("{e:#}"), &[]);
+        }
         let built = self.build(&system_path);
         // Values were checked when the scenario was parsed.
         let smps: Vec<u32> = match (&scenario.smp, &built) {
@@ -181,7 +223,8 @@ impl Runner {
             .join("scenarios");
         for smp in smps {
             let label = format!("scenario {name} [smp {smp}]");
-            let exit_status = match (scenario.exit_status, scenario.expect.is_empty()) {
+            let waits = scenario.expect.is_empty() && scenario.expect_vm.is_empty();
+            let exit_status = match (scenario.exit_status, waits) {
                 (Some(s), _) => Some(s),
                 (None, true) => Some(0),
                 (None, false) => None,
@@ -190,6 +233,8 @@ impl Runner {
                 smp,
                 timeout: Some(scenario.timeout.unwrap_or(qemu::DEFAULT_TIMEOUT)),
                 expect: patterns_for(&scenario.expect, smp),
+                vms: scenario.vm_patterns(smp),
+                forbid: scenario.forbid.clone(),
                 exit_status,
                 virtualization: scenario.virtualization.unwrap_or(true),
                 icount: false,
@@ -343,6 +388,9 @@ mod tests {
         assert!(e("expect = [\"a\"]\nsmp = [9]\n").contains("out of range"));
         assert!(e("expect = [\"(\"]\n").contains("pattern #1"));
         assert!(e("").contains("give `expect`"));
+        assert!(e("[expect_vm]\nvm = []\n").contains("expect_vm.vm is empty"));
+        assert!(e("[expect_vm]\nvm = [\"(\"]\n").contains("VM `vm`"));
+        assert!(e("exit_status = 0\nforbid = [\"(\"]\n").contains("forbidden pattern #1"));
         let unknown = e("expect = [\"a\"]\nexpected = 1\n");
         assert!(
             unknown.contains("line 4") && unknown.contains("expected"),
@@ -356,7 +404,8 @@ mod tests {
         for file in scenario_files(None).unwrap() {
             let text = std::fs::read_to_string(&file).unwrap();
             let s = Scenario::parse(&file, &text).unwrap();
-            system::load(&root.join(&s.system)).unwrap();
+            let sys = system::load(&root.join(&s.system)).unwrap();
+            s.check_vms(&sys).unwrap();
         }
         system::load(&root.join("tests/systems/boot.toml")).unwrap();
     }

@@ -40,6 +40,7 @@ const PSCI_FEATURES: u64 = 0x8400_000a;
 const PSCI_NOT_SUPPORTED: u64 = -1i64 as u64;
 const PSCI_INVALID: u64 = -2i64 as u64;
 const PSCI_ALREADY_ON: u64 = -4i64 as u64;
+const PSCI_INVALID_ADDRESS: u64 = -9i64 as u64;
 const HVC_CHURN: u64 = 0xc600_0001;
 const HVC_TEARDOWN: u64 = 0xc600_0002;
 const HVC_BENCH: u64 = 0xc600_0003;
@@ -137,6 +138,11 @@ pub struct Vm {
     /// The system description asked this VMM to crash when its guest says so (the
     /// attack suite's stand-in for a VMM that a guest subverts: `bulkhead.crashvmm`).
     pub crash_on_request: bool,
+    /// The guest may use this VMM's test hypercalls (stage-2 churn, teardown, benchmark
+    /// reports): only the test guests' VMs; any other guest gets NOT_SUPPORTED for them.
+    pub test_calls: bool,
+    /// External aborts injected so far (only the first few are logged one by one).
+    pub aborts: u64,
 }
 
 impl Vm {
@@ -199,6 +205,8 @@ pub fn build(
         first: None,
         vmids_after_first_reset: None,
         crash_on_request: false,
+        test_calls: false,
+        aborts: 0,
     };
     let ram = slot_base(index) + 2;
     // The largest object first: it may need a whole Untyped block of its own size.
@@ -422,10 +430,16 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
             | PSCI_SYSTEM_RESET | PSCI_FEATURES => 0,
             _ => PSCI_NOT_SUPPORTED,
         }),
+        // The target is in MPIDR affinity format (every other bit RES0); our vCPUs have
+        // Aff0 = their number and Aff1..3 = 0 (PSCI, Arm DEN 0022, CPU_ON and
+        // AFFINITY_INFO: a target naming no CPU is INVALID_PARAMETERS).
         PSCI_CPU_ON => {
             let t = x[1] & 0xff;
             if t >= vm.vcpus || x[1] >> 8 != 0 {
                 results(PSCI_INVALID)
+            } else if !entry_ok(vm, x[2]) {
+                // PSCI 1.0: an entry point known to be invalid is INVALID_ADDRESS.
+                results(PSCI_INVALID_ADDRESS)
             } else if vm.on[t as usize] {
                 results(PSCI_ALREADY_ON)
             } else {
@@ -441,7 +455,7 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
         }
         PSCI_AFFINITY_INFO => {
             let t = x[1] & 0xff;
-            if t >= vm.vcpus {
+            if t >= vm.vcpus || x[1] >> 8 != 0 {
                 results(PSCI_INVALID)
             } else {
                 results(!vm.on[t as usize] as u64)
@@ -454,6 +468,9 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
             });
             defmt::info!("vmm: {=str}: the guest powered its VM off", name);
             After::Off(vm.passed)
+        }
+        HVC_CHURN | HVC_TEARDOWN | HVC_NULL | HVC_BENCH if !vm.test_calls => {
+            results(PSCI_NOT_SUPPORTED)
         }
         HVC_CHURN => {
             vm.churns += 1;
@@ -518,6 +535,29 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
         }
         _ => results(PSCI_NOT_SUPPORTED),
     }
+}
+
+/// Whether a vCPU may start at IPA `pc`: a word-aligned address in the VM's RAM.
+fn entry_ok(vm: &Vm, pc: u64) -> bool {
+    pc.is_multiple_of(4) && (RAM_IPA..RAM_IPA + (1 << vm.ram_bits)).contains(&pc)
+}
+
+/// Injected aborts logged one by one; after that, one line per [`ABORT_LOG_EVERY`].
+const ABORTS_LOGGED: u64 = 16;
+const ABORT_LOG_EVERY: u64 = 4096;
+
+/// Counts an injected abort; true if this one is to be logged on its own line (a guest
+/// must not be able to flood the log).
+fn log_abort(vm: &mut Vm) -> bool {
+    vm.aborts += 1;
+    if vm.aborts == ABORTS_LOGGED + 1 {
+        defmt::warn!(
+            "vmm: {=str}: more external aborts: logging one in {=u64} from now on",
+            vm.name,
+            ABORT_LOG_EVERY
+        );
+    }
+    vm.aborts <= ABORTS_LOGGED || vm.aborts.is_multiple_of(ABORT_LOG_EVERY)
 }
 
 /// The dirty bitmap of the test guest's RAM (4 KiB: a bit per page of up to 128 MiB), in
@@ -697,12 +737,15 @@ fn mmio(vm: &mut Vm, vcpu: u64, m: &Msg) -> After {
         }
     }
     if !isv || !(UART..UART + 0x1000).contains(&ipa) {
-        defmt::warn!(
-            "vmm: {=str}: access at IPA {=u64:#x} (pc {=u64:#x}) hits no RAM and no device: external abort injected",
-            name,
-            ipa,
-            m.mr[0]
-        );
+        if log_abort(vm) {
+            defmt::warn!(
+                "vmm: {=str}: access at IPA {=u64:#x} (pc {=u64:#x}) hits no RAM and no device: external abort injected ({=u64} so far)",
+                name,
+                ipa,
+                m.mr[0],
+                vm.aborts
+            );
+        }
         return inject_abort(vm, vcpu, m, false);
     }
     if write {
@@ -886,11 +929,13 @@ pub fn serve(vms: &mut [Vm]) -> u64 {
             fault::HYPERCALL | fault::SMC => psci(vm, vcpu, m.mr),
             fault::VM_DATA_ABORT => mmio(vm, vcpu, &m),
             fault::VM_INSTRUCTION_ABORT => {
-                defmt::warn!(
-                    "vmm: {=str}: instruction fetch at IPA {=u64:#x} outside RAM: external abort injected",
-                    name,
-                    m.mr[1]
-                );
+                if log_abort(vm) {
+                    defmt::warn!(
+                        "vmm: {=str}: instruction fetch at IPA {=u64:#x} outside RAM: external abort injected",
+                        name,
+                        m.mr[1]
+                    );
+                }
                 inject_abort(vm, vcpu, &m, true)
             }
             fault::SYSREG => sysreg(vm, vcpu, &m),
@@ -936,9 +981,10 @@ pub fn serve(vms: &mut [Vm]) -> u64 {
                     status = 1;
                 }
                 defmt::info!(
-                    "vmm: VM {=str} is off{=str}",
+                    "vmm: VM {=str} is off{=str}; {=u64} external aborts injected in all",
                     name,
-                    if ok { "" } else { " (it failed)" }
+                    if ok { "" } else { " (it failed)" },
+                    vm.aborts
                 );
                 if vms.iter().all(|v| v.off) {
                     return status;
@@ -965,6 +1011,7 @@ pub fn bench(frames: u64) -> u64 {
         }
         vm.bench_frames = 1;
         vm.passed = true;
+        vm.test_calls = true;
         let entry = load(&vm, FAULTSTORM)?;
         start(&mut vm, 0, entry, 1)?;
         Ok(serve(core::slice::from_mut(&mut vm)))
@@ -980,6 +1027,7 @@ pub fn populate() -> u64 {
     let run = || -> Result<u64, Error> {
         let mut vm = build(0, "populate", 4, RAM_BITS, 0)?;
         vm.passed = true;
+        vm.test_calls = true;
         let entry = load(&vm, FAULTSTORM)?;
         start(&mut vm, 0, entry, 2)?;
         Ok(serve(core::slice::from_mut(&mut vm)))
@@ -998,6 +1046,7 @@ pub fn faultstorm() -> u64 {
     }
     let run = || -> Result<u64, Error> {
         let mut vm = build(0, "faultstorm", 4, RAM_BITS, 0)?;
+        vm.test_calls = true;
         let entry = load(&vm, FAULTSTORM)?;
         defmt::info!(
             "vmm: VM faultstorm: 4 vCPUs, {=u64} MiB of RAM at IPA {=u64:#x} bound as a region, entry {=u64:#x}",
