@@ -380,6 +380,30 @@ fn switch_timer(prev: u64, next: u64) {
     sysreg_write!("cntp_ctl_el0", KObj.rd(next + tcb::TIMER_CTL) & 1);
 }
 
+/// Saves the guest state loaded on this core (EL1 registers, timers, virtual CPU
+/// interface) into its thread and VCPU, leaving nothing loaded.
+fn unload(s: &mut CoreSched) {
+    let loaded = s.loaded;
+    KObj.wr(loaded + tcb::TIMER_CTL, sysreg_read!("cntp_ctl_el0") & 1);
+    KObj.wr(loaded + tcb::TIMER_CVAL, sysreg_read!("cntp_cval_el0"));
+    sysreg_write!("cntp_ctl_el0", 0);
+    crate::vcpu::switch(loaded, 0);
+    s.loaded = 0;
+}
+
+/// The current thread, a VCPU thread, exits to its VMM: its guest state goes to memory
+/// now, before the exit message can wake a VMM on another core, which reads and writes
+/// that state (VcpuReadSysreg, VcpuWriteSysreg, an injected abort) while the guest waits.
+/// Had it stayed loaded, the next `resume` of the same thread here would keep the live
+/// registers and lose what the VMM wrote. (For a VMM on this core the switch to it would
+/// save the state anyway; doing it here costs nothing more.)
+pub fn unload_current_guest() {
+    let mut s = SCHED[cpu::index()].lock();
+    if s.current != 0 && s.loaded == s.current && crate::vcpu::of(s.current) != 0 {
+        unload(&mut s);
+    }
+}
+
 /// Picks the thread to run on this core and returns to it, or idles.
 pub fn resume() -> ! {
     let me = cpu::index();
@@ -415,12 +439,7 @@ pub fn resume() -> ! {
     } else if next == 0 && crate::vcpu::of(s.loaded) != 0 {
         // Idle after a guest: its EL1 state goes to memory now, where its VMM reads it
         // while the guest waits for a reply (a native thread's timer stays loaded).
-        let loaded = s.loaded;
-        KObj.wr(loaded + tcb::TIMER_CTL, sysreg_read!("cntp_ctl_el0") & 1);
-        KObj.wr(loaded + tcb::TIMER_CVAL, sysreg_read!("cntp_cval_el0"));
-        sysreg_write!("cntp_ctl_el0", 0);
-        crate::vcpu::switch(loaded, 0);
-        s.loaded = 0;
+        unload(&mut s);
     }
     let fp_mine = next != 0 && s.fp_owner == next;
     drop(s);

@@ -248,6 +248,7 @@ fn guest_exit(cur: u64, regs: &Trap, esr: Esr) -> ! {
         }
         _ => [MessageInfo::new(fault::OTHER, 4).0, regs.elr, ipa, esr.0, 0],
     };
+    sched::unload_current_guest();
     if deliver_fault(cur, msg) {
         sched::resume();
     }

@@ -159,6 +159,11 @@ pub fn flush_pending(v: u64) {
     any.store(0, Ordering::Relaxed);
     let nlr = virt::list_registers().min(16);
     let mut free = virt::empty_lrs() & ((1u64 << nlr) - 1);
+    // List registers already holding an interrupt: a vINTID must never be in two of them
+    // (the GIC architecture makes that UNPREDICTABLE), so a pending edge that is already
+    // pending there merges with it, and one that is active there becomes active and
+    // pending in the same register.
+    let mut occupied = !free & ((1u64 << nlr) - 1);
     for i in 0..(MAX_VIRQ.div_ceil(64)) {
         let w = pending_word(v, i);
         let mut bits = w.load(Ordering::Acquire);
@@ -173,8 +178,19 @@ pub fn flush_pending(v: u64) {
             if w.fetch_and(!(1 << b), Ordering::AcqRel) & (1 << b) == 0 {
                 continue;
             }
+            let held = (0..nlr)
+                .filter(|n| occupied & (1 << n) != 0)
+                .map(|n| (n, virt::read_lr(n)))
+                .find(|(_, val)| val & 0xffff_ffff == virq);
+            if let Some((n, val)) = held {
+                if val & (1 << 62) == 0 {
+                    virt::write_lr(n, val | (1 << 62));
+                }
+                continue;
+            }
             let lr = free.trailing_zeros() as usize;
             free &= free - 1;
+            occupied |= 1 << lr;
             let prio = (KObj.rd(v + PRIORITIES + (virq / 8) * 8) >> ((virq % 8) * 8)) & 0xff;
             // State pending (01), group 1, priority, virtual INTID (ICH_LR<n>_EL2).
             virt::write_lr(lr, (1 << 62) | (1 << 60) | (prio << 48) | virq);

@@ -74,7 +74,8 @@ mod guest {
         let dtb = device_tree(x0);
         let args = dtb.and_then(fdt::bootargs).unwrap_or(b"");
         let soak = fdt::number(args, b"attack.soak").unwrap_or(0);
-        if fdt::number(args, b"attack.vcpu1-aborts") == Some(1) {
+        // On unless the command line says `attack.vcpu1-aborts=0`.
+        if fdt::number(args, b"attack.vcpu1-aborts") != Some(0) {
             storm::WORKER_ABORTS_ON.store(1, core::sync::atomic::Ordering::Release);
         }
         let vcpus = vcpus();

@@ -126,7 +126,7 @@ pub fn run() {
 }
 
 /// vCPU 1's work: hypercalls, trapped SGIs to nobody and set/way maintenance until
-/// vCPU 0 says stop (and, with `attack.vcpu1-aborts=1`, stores outside RAM), then
+/// vCPU 0 says stop (and, unless `attack.vcpu1-aborts=0`, stores outside RAM), then
 /// CPU_OFF.
 static STOP: AtomicU64 = AtomicU64::new(0);
 /// Whether vCPU 1 also makes stores outside RAM (set by vCPU 0 before CPU_ON).
@@ -242,10 +242,7 @@ pub fn soak(seconds: u64) {
         "all answered, then OFF (1)",
     );
     if WORKER_ABORTS_ON.load(Ordering::Relaxed) == 0 {
-        crate::console::skipped(
-            "vcpu1-aborts",
-            "kernel race: an abort injected into a vCPU on another core than its VMM may resume with a stale ELR_EL1 (attack.vcpu1-aborts=1 tries it)",
-        );
+        crate::console::skipped("vcpu1-aborts", "turned off by attack.vcpu1-aborts=0");
     } else {
         verdict(
             "vcpu1-aborts",
