@@ -34,6 +34,7 @@ mod guest {
     const CHURN_SPLIT: u64 = 3;
     const CHURN_LOG_START: u64 = 4;
     const CHURN_LOG_HARVEST: u64 = 5;
+    const CHURN_POOL_FREE: u64 = 6;
 
     core::arch::global_asm!(
         ".section .text.start, \"ax\"",
@@ -314,11 +315,89 @@ mod guest {
         }
     }
 
+    /// QSBR liveness (mode 3), vCPU 0: fault in two 2 MiB ranges page by page, start
+    /// vCPU 1 spinning at EL1 with interrupts masked (it never exits to the VMM), have the
+    /// VMM collapse both ranges (their two page tables are retired, to be reused only
+    /// after every core has been outside the kernel), then count the exits it takes until
+    /// the pool has them back. Cores 2 and 3 run nothing: they sit in WFI throughout.
+    fn qsbr() -> ! {
+        const SPAN: u64 = 4 << 20;
+        const LIMIT: u64 = 100_000;
+        let mut p = AREA;
+        while p < AREA + SPAN {
+            // SAFETY: a page of this guest's RAM test area, which only this program uses.
+            unsafe { core::ptr::write_volatile(p as *mut u64, pattern(p, 3)) };
+            p += PAGE;
+        }
+        let r = hvc(PSCI_CPU_ON, 1, _start as *const () as u64, 3);
+        while SPINNING.load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        let before = hvc(HVC_CHURN, CHURN_POOL_FREE, 0, 0);
+        let c1 = hvc(HVC_CHURN, CHURN_COLLAPSE, AREA, 2);
+        let c2 = hvc(HVC_CHURN, CHURN_COLLAPSE, AREA + (2 << 20), 2);
+        let mut exits = 0;
+        let mut free = before;
+        while free < before + 2 && exits < LIMIT {
+            free = hvc(HVC_CHURN, CHURN_POOL_FREE, 0, 0);
+            exits += 1;
+        }
+        let mut bad = 0;
+        let mut p = AREA;
+        while p < AREA + SPAN {
+            // SAFETY: as above.
+            bad += (unsafe { core::ptr::read_volatile(p as *const u64) } != pattern(p, 3)) as u64;
+            p += PAGE;
+        }
+        let spins = SPINS.load(Ordering::Acquire);
+        line(format_args!(
+            "faultstorm: QSBR: 2 retired tables back after {} exit(s), {} -> {} free; vCPU 1 {} spins; {} bad",
+            exits, before, free, spins, bad
+        ));
+        if r != 0 || c1 != 0 || c2 != 0 {
+            line(format_args!(
+                "faultstorm: CPU_ON {}, collapses {} {}",
+                r, c1, c2
+            ));
+        }
+        if r == 0 && c1 == 0 && c2 == 0 && free >= before + 2 && bad == 0 && spins > 0 {
+            line(format_args!(
+                "faultstorm: PASS: retired tables reclaimed with an idle core and a spinning guest"
+            ));
+        } else {
+            line(format_args!("faultstorm: FAIL: QSBR liveness"));
+        }
+        hvc(PSCI_SYSTEM_OFF, 0, 0, 0);
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
+    static SPINNING: AtomicU64 = AtomicU64::new(0);
+    static SPINS: AtomicU64 = AtomicU64::new(0);
+
+    /// vCPU 1 in mode 3: interrupts masked, a loop that touches only its own counter (in
+    /// RAM already mapped), forever.
+    fn spin() -> ! {
+        // SAFETY: masks this vCPU's interrupts; no memory effects.
+        unsafe { core::arch::asm!("msr daifset, #0xf", options(nomem, nostack)) };
+        SPINNING.store(1, Ordering::Release);
+        loop {
+            SPINS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     #[no_mangle]
     extern "C" fn guest_main(id: u64, mode: u64) -> ! {
         static MODE: AtomicU64 = AtomicU64::new(0);
         if id == 0 && mode == 1 {
             bench();
+        }
+        if mode == 3 {
+            if id == 0 {
+                qsbr();
+            }
+            spin();
         }
         if id == 0 {
             MODE.store(mode, Ordering::Release);

@@ -444,6 +444,8 @@ pub mod task_mode {
     pub const BENCH_POPULATE: u64 = 13;
     /// VMM: run the Linux guest the tools built into it.
     pub const VM_LINUX: u64 = 14;
+    /// VMM: the QSBR liveness test (the fault-storm guest's mode 3).
+    pub const VM_QSBR: u64 = 15;
 
     /// Every mode with its name in system descriptions.
     pub const ALL: &[(&str, u64)] = &[
@@ -462,6 +464,7 @@ pub mod task_mode {
         ("bench-stage2", BENCH_STAGE2),
         ("bench-populate", BENCH_POPULATE),
         ("vm-linux", VM_LINUX),
+        ("vm-qsbr", VM_QSBR),
     ];
 
     /// The number for a mode name.

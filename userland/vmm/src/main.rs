@@ -34,6 +34,7 @@ mod entry {
             task_mode::VM_FAULTSTORM => crate::vm::faultstorm(),
             task_mode::BENCH_STAGE2 => crate::bench::run(),
             task_mode::BENCH_POPULATE => crate::vm::populate(),
+            task_mode::VM_QSBR => crate::vm::qsbr(),
             task_mode::VM_LINUX => crate::linux::run(),
             other => {
                 defmt::error!("vmm: unknown mode {=u64}", other);

@@ -500,6 +500,12 @@ fn psci(vm: &mut Vm, vcpu: u64, x: [u64; 4]) -> After {
                 }),
                 4 => start_dirty_log(vm),
                 5 => return results(harvest_dirty(vm, x[2], x[3])),
+                6 => {
+                    return results(
+                        call_ret(vm.pool(), info(invocation::POOL_INFO), [0; 4])
+                            .map_or(u64::MAX, |r| r[0]),
+                    )
+                }
                 _ => Err(Error::InvalidArgument),
             };
             match r {
@@ -997,6 +1003,26 @@ pub fn serve(vms: &mut [Vm]) -> u64 {
 }
 
 static FAULTSTORM: &[u8] = include_bytes!(env!("FAULTSTORM_ELF"));
+
+/// The QSBR liveness VM: the fault-storm guest's mode 3 (vCPU 0 on core 0 beside this
+/// VMM, vCPU 1 spinning on core 1, cores 2 and 3 idle).
+pub fn qsbr() -> u64 {
+    if FAULTSTORM.is_empty() {
+        defmt::error!("vmm: built without the test guest (BULKHEAD_GUEST_FAULTSTORM)");
+        return 2;
+    }
+    let run = || -> Result<u64, Error> {
+        let mut vm = build(0, "qsbr", 4, RAM_BITS, 0)?;
+        vm.test_calls = true;
+        let entry = load(&vm, FAULTSTORM)?;
+        start(&mut vm, 0, entry, 3)?;
+        Ok(serve(core::slice::from_mut(&mut vm)))
+    };
+    run().unwrap_or_else(|e| {
+        defmt::error!("vmm: building the QSBR VM failed: {}", e as u64);
+        1
+    })
+}
 
 /// The stage-2 fault benchmark VM: one vCPU, the guest's bench mode.
 pub fn bench(frames: u64) -> u64 {
