@@ -306,6 +306,10 @@ pub struct Runner {
     pub faulted: usize,
     /// All tasks start at boot.
     concurrent: bool,
+    /// Per payload slot: the memory it was given (all-at-once mode), and how many times
+    /// it has been started again after a fault.
+    given: [heapless::Vec<PhysRange, { kcore::frames::MAX_RANGES }>; kcore::bootimage::MAX_TASKS],
+    restarted: [u32; kcore::bootimage::MAX_TASKS],
 }
 
 /// The boot tasks.
@@ -316,6 +320,8 @@ pub static RUNNER: SpinLock<Runner> = SpinLock::new(Runner {
     running: heapless::Vec::new(),
     faulted: 0,
     concurrent: false,
+    given: [const { heapless::Vec::new() }; kcore::bootimage::MAX_TASKS],
+    restarted: [0; kcore::bootimage::MAX_TASKS],
 });
 
 /// How a task ended.
@@ -346,6 +352,7 @@ impl Runner {
             return;
         };
         let t = self.running.swap_remove(i);
+        let faulted = matches!(how, End::Faulted);
         match how {
             End::Exited(status) => {
                 defmt::info!("task {=str} exited with status {=u64}", t.name, status)
@@ -355,7 +362,40 @@ impl Runner {
         destroy(&t, !self.concurrent);
         if !self.concurrent {
             self.load_next();
+        } else if faulted {
+            self.restart(t.slot);
         }
+    }
+
+    /// Starts the task of payload slot `slot` again (it ended by a fault) with the same
+    /// memory, if its restart budget allows; its `x0` carries the restart's number in
+    /// bits 63:56.
+    fn restart(&mut self, slot: usize) {
+        let Some(bt) = self.payload.and_then(|p| p.task(slot)) else {
+            return;
+        };
+        let n = self.restarted[slot] + 1;
+        if n > bt.restarts {
+            if bt.restarts > 0 {
+                defmt::warn!(
+                    "task {=str} ended by a fault again: its {=u32} restart(s) are used up",
+                    bt.name,
+                    bt.restarts
+                );
+            }
+            return;
+        }
+        self.restarted[slot] = n;
+        defmt::warn!(
+            "task {=str} ended by a fault; starting it again (restart {=u32} of {=u32})",
+            bt.name,
+            n,
+            bt.restarts
+        );
+        let mut again = bt;
+        again.arg |= (n as u64) << kcore::bootimage::RESTART_SHIFT;
+        let mem = self.given[slot].clone();
+        self.start(&again, &mem, slot == 0);
     }
 
     fn start(&mut self, bt: &BootTask<'static>, untyped: &[PhysRange], control: bool) {
@@ -409,6 +449,7 @@ impl Runner {
                         let _ = mine.push(*r);
                     }
                 }
+                self.given[bt.slot] = mine.clone();
                 self.start(&bt, &mine, bt.slot == 0);
             }
             return;

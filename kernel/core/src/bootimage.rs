@@ -15,7 +15,9 @@
 //!         flags  u64       memory: bits 7:0 and 15:8 are log2 sizes of up to two
 //!                          naturally aligned blocks of RAM the task receives as
 //!                          Untyped memory (0 = none); bits 23:16: the core its first
-//!                          thread runs on, plus one (0 = core 0); the rest zero
+//!                          thread runs on, plus one (0 = core 0); bits 31:24: how
+//!                          many times the kernel starts the task again after it ends
+//!                          by a fault (0 = never); the rest zero
 //!       ELF images, each 8-byte aligned (identical images are stored once)
 //! ```
 //!
@@ -68,6 +70,17 @@ pub struct Task<'a> {
     pub memory: [u32; 2],
     /// The core its first thread runs on.
     pub core: u32,
+    /// How many times it is started again after ending by a fault.
+    pub restarts: u32,
+}
+
+/// Bits of a task's `x0` that carry, when the kernel starts it again after a fault, the
+/// number of that restart (1, 2, ..): an `arg` must leave them zero.
+pub const RESTART_SHIFT: u32 = 56;
+
+/// The flags bits that let a task be started again `n` times after faults.
+pub const fn restart_flags(n: u32) -> u64 {
+    ((n as u64) & 0xff) << 24
 }
 
 /// The flags bits that put a task's first thread on `core`.
@@ -156,6 +169,7 @@ impl<'a> Payload<'a> {
                 [(f & 0xff) as u32, ((f >> 8) & 0xff) as u32]
             },
             core: ((u64_at(self.bytes, e + 32) >> 16) & 0xff).saturating_sub(1) as u32,
+            restarts: ((u64_at(self.bytes, e + 32) >> 24) & 0xff) as u32,
         })
     }
 
@@ -249,7 +263,7 @@ mod tests {
                 "b",
                 img,
                 14 | 2 << 32,
-                memory_flags([28, 0]) | core_flags(2),
+                memory_flags([28, 0]) | core_flags(2) | restart_flags(3),
             ),
         ];
         let mut v = vec![0; built_size(&t)];
@@ -262,6 +276,7 @@ mod tests {
         assert_eq!(got[0].memory, [28, 26]);
         assert_eq!(got[1].memory, [28, 0]);
         assert_eq!((got[0].core, got[1].core), (0, 2));
+        assert_eq!((got[0].restarts, got[1].restarts), (0, 3));
         assert_eq!(got[1].arg, 14 | 2 << 32);
     }
 

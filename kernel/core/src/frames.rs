@@ -2,7 +2,10 @@
 //!
 //! Hands out 4 KiB frames from the free RAM ranges left after the kernel image, the DTB
 //! and the boot payload are carved out. Allocation bumps through the ranges; freed frames
-//! go on a fixed-capacity stack and are reused first. (The capability kernel replaces this
+//! go on a fixed-capacity list of runs (a frame freed next to the last run extends it, so
+//! a task's pages, freed in the order they were allocated, make a few long runs) and are
+//! reused first, single frames and aligned blocks alike: a boot task started again after
+//! a fault gets its predecessor's memory back. (The capability kernel replaces this
 //! with Untyped memory; until then it is what backs the first tasks.)
 //!
 //! Invariant: a frame is never handed out twice without being freed in between, and no
@@ -12,8 +15,9 @@ use crate::addr::{PhysAddr, PhysRange, PAGE_SIZE};
 
 /// Most RAM ranges tracked.
 pub const MAX_RANGES: usize = 16;
-/// Most freed frames remembered for reuse.
-pub const FREE_STACK: usize = 1024;
+/// Most runs of freed frames remembered for reuse (the allocator is built on the boot
+/// stack: 8 KiB of runs, as much as it can spare).
+pub const FREE_RUNS: usize = 512;
 
 /// Why a range could not be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +35,7 @@ pub struct FrameAllocator {
     /// Index of the range being bumped through, and the next free address in it.
     cur: usize,
     next: u64,
-    freed: heapless::Vec<PhysAddr, FREE_STACK>,
+    freed: heapless::Vec<PhysRange, FREE_RUNS>,
     allocated: u64,
 }
 
@@ -109,7 +113,11 @@ impl FrameAllocator {
 
     /// Frames still available.
     pub fn available(&self) -> u64 {
-        let mut n = self.freed.len() as u64;
+        let mut n: u64 = self
+            .freed
+            .iter()
+            .map(|r| (r.end.0 - r.start.0) / PAGE_SIZE)
+            .sum();
         for (i, r) in self.ranges.iter().enumerate().skip(self.cur) {
             let from = if i == self.cur { self.next } else { r.start.0 };
             n += (r.end.0 - from) / PAGE_SIZE;
@@ -119,7 +127,12 @@ impl FrameAllocator {
 
     /// One frame, or `None` when memory is exhausted.
     pub fn alloc(&mut self) -> Option<PhysAddr> {
-        if let Some(f) = self.freed.pop() {
+        if let Some(run) = self.freed.last_mut() {
+            run.end = PhysAddr(run.end.0 - PAGE_SIZE);
+            let f = run.end;
+            if run.start == run.end {
+                self.freed.pop();
+            }
             self.allocated += 1;
             return Some(f);
         }
@@ -137,9 +150,31 @@ impl FrameAllocator {
     }
 
     /// `pages` contiguous frames whose first is aligned to `align` (a power of two, at
-    /// least a page), taken from the bump region; frames skipped for alignment go to the
-    /// reuse stack.
+    /// least a page): a run of freed frames if the reuse stack holds one (a task started
+    /// again after its predecessor freed the same kind of block), else from the bump
+    /// region, where frames skipped for alignment go to the reuse stack.
     pub fn alloc_aligned(&mut self, pages: u64, align: u64) -> Option<PhysAddr> {
+        if let Some((i, start)) = self.freed_run(pages, align) {
+            let run = self.freed.swap_remove(i);
+            let end = PhysAddr(start.0 + pages * PAGE_SIZE);
+            for piece in [
+                PhysRange {
+                    start: run.start,
+                    end: start,
+                },
+                PhysRange {
+                    start: end,
+                    end: run.end,
+                },
+            ] {
+                // A piece that finds no room is leaked (as frames beyond the list are).
+                if piece.start < piece.end {
+                    let _ = self.freed.push(piece);
+                }
+            }
+            self.allocated += pages;
+            return Some(start);
+        }
         while let Some(r) = self.ranges.get(self.cur).copied() {
             let start = PhysAddr(self.next).align_up(align)?;
             let end = start.0.checked_add(pages * PAGE_SIZE)?;
@@ -159,6 +194,15 @@ impl FrameAllocator {
             self.next = self.ranges.get(self.cur).map_or(0, |r| r.start.0);
         }
         None
+    }
+
+    /// A freed run holding `pages` frames from an address aligned to `align`: (its index,
+    /// that address).
+    fn freed_run(&self, pages: u64, align: u64) -> Option<(usize, PhysAddr)> {
+        self.freed.iter().enumerate().find_map(|(i, r)| {
+            let start = r.start.align_up(align)?;
+            (start.0.checked_add(pages * PAGE_SIZE)? <= r.end.0).then_some((i, start))
+        })
     }
 
     /// Takes every free range beyond the first `keep` frames of the bump region away from
@@ -192,13 +236,27 @@ impl FrameAllocator {
         out
     }
 
-    /// Gives a frame back. Frames beyond the reuse stack's capacity are leaked (counted).
+    /// Gives a frame back. A frame that neither extends the last run nor finds room for a
+    /// run of its own is leaked (it stays counted as given back).
     pub fn free(&mut self, f: PhysAddr) -> Result<(), FrameError> {
         if !f.is_aligned(PAGE_SIZE) || !self.ranges.iter().any(|r| r.contains(f)) {
             return Err(FrameError::NotOurs);
         }
         self.allocated -= 1;
-        let _ = self.freed.push(f);
+        if let Some(run) = self.freed.last_mut() {
+            if f == run.end {
+                run.end = PhysAddr(f.0 + PAGE_SIZE);
+                return Ok(());
+            }
+            if f.0 + PAGE_SIZE == run.start.0 {
+                run.start = f;
+                return Ok(());
+            }
+        }
+        let _ = self.freed.push(PhysRange {
+            start: f,
+            end: PhysAddr(f.0 + PAGE_SIZE),
+        });
         Ok(())
     }
 }
@@ -255,6 +313,40 @@ mod tests {
         assert_eq!(a.alloc(), Some(PhysAddr(0x1000)));
         assert_eq!(a.alloc(), Some(PhysAddr(0x4000)));
         assert_eq!(a.alloc_aligned(16, 0x1000), None);
+    }
+
+    #[test]
+    fn freed_aligned_runs_are_reused() {
+        // Exactly room for one 8-frame block aligned to 32 KiB and nothing else.
+        let mut a = FrameAllocator::from_ram(&[r(0x8000, 0x10000)], &[]);
+        let block = a.alloc_aligned(8, 0x8000).unwrap();
+        assert_eq!(
+            a.alloc_aligned(8, 0x8000),
+            None,
+            "the bump region is used up"
+        );
+        for i in (0..8).rev() {
+            a.free(PhysAddr(block.0 + i * PAGE_SIZE)).unwrap();
+        }
+        // The freed block comes back (a task started again after its predecessor ended).
+        assert_eq!(a.alloc_aligned(8, 0x8000), Some(block));
+        assert_eq!(a.allocated(), 8);
+        assert_eq!(
+            a.alloc(),
+            None,
+            "none of its frames is left on the reuse stack"
+        );
+        // A run with a hole, or not aligned, is not taken.
+        for i in [0u64, 1, 3, 4, 5, 6, 7] {
+            a.free(PhysAddr(block.0 + i * PAGE_SIZE)).unwrap();
+        }
+        assert_eq!(a.alloc_aligned(8, 0x8000), None);
+        assert_eq!(a.alloc_aligned(2, 0x2000), Some(PhysAddr(block.0)));
+        assert_eq!(
+            a.alloc_aligned(2, 0x8000),
+            None,
+            "0xc000 is not 32 KiB aligned"
+        );
     }
 
     #[test]

@@ -43,9 +43,11 @@ pub const DEB_ARCH: &str = "arm64";
 /// - `bulkhead.recheck`: with `bulkhead.linger`, check the RAM with `memtest` on every
 ///   CPU again after lingering (the attack scenario: the memory is checked before and
 ///   after another VM attacked);
-/// - `bulkhead.crashvmm`: after the memory check, print `bulkhead-guest: crash the VMM
-///   now`, which makes a VMM whose VM's command line holds this word crash (the attack
-///   suite's stand-in for a subverted VMM: only this VM may stop);
+/// - `bulkhead.crashvmm`: on the first boot, after the memory check, print
+///   `bulkhead-guest: crash the VMM now`, which makes a VMM whose VM's command line holds
+///   this word crash (the attack suite's stand-in for a subverted VMM: only this VM may
+///   stop); a VMM the kernel started again after that crash boots the VM with a boot
+///   count of 1 or more, and the guest goes on with the other words;
 /// - `bulkhead.reboot`: on the first boot (`bulkhead.boot=0000`, which the tools append
 ///   and the VMM rewrites with its reset count), print `bulkhead-guest: rebooting` and
 ///   `reboot -f` (PSCI SYSTEM_RESET); after a reset, print `bulkhead-guest: boot N after a
@@ -143,7 +145,7 @@ if [ -n "$devmem_at" ]; then
     result=$(exec 2>&1; devmem "$devmem_at"; st=$?; [ "$st" -eq 0 ] || echo "(exit status $st)")
     echo "bulkhead-guest: devmem $devmem_at -> $(echo $result)"
 fi
-if [ -n "$crashvmm" ]; then
+if [ -n "$crashvmm" ] && [ "$boot" -eq 0 ]; then
     memtest_all
     echo "bulkhead-guest: crash the VMM now"
     # Nothing answers this VM any more: its vCPUs stop with their VMM.

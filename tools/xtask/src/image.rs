@@ -252,7 +252,9 @@ fn build_payload(system: &System, out: &Path, log: &str) -> Result<(PathBuf, Vec
                 t.name.as_str(),
                 elf.as_slice(),
                 t.arg,
-                kcore::bootimage::memory_flags(t.memory) | kcore::bootimage::core_flags(t.core),
+                kcore::bootimage::memory_flags(t.memory)
+                    | kcore::bootimage::core_flags(t.core)
+                    | kcore::bootimage::restart_flags(t.restarts),
             )
         })
         .collect();

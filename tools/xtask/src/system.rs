@@ -71,6 +71,7 @@ struct RawVm {
     kernel: Option<String>,
     vcpus: Option<i64>,
     cmdline: Option<String>,
+    restart: Option<i64>,
 }
 
 /// A Linux VM: served by its own VMM task (`vmm`, mode `vm-linux`) of the same name.
@@ -84,6 +85,9 @@ pub struct Vm {
     pub cmdline: String,
     /// What it boots.
     pub kernel: Kernel,
+    /// How many times the kernel starts its VMM again after the VMM ends by a fault (the
+    /// VM then boots afresh); 0 = never.
+    pub restart: u32,
 }
 
 /// What a VM boots (its `kernel` key).
@@ -125,6 +129,9 @@ pub fn check_kernel(k: Option<&str>) -> Result<Kernel> {
     }
 }
 
+/// Most restarts of a VM's VMM after faults a description may ask for.
+pub const MAX_RESTARTS: u32 = 255;
+
 /// Most VMs a system holds (each needs its guest RAM as an aligned block).
 pub const MAX_VMS: usize = 3;
 /// log2 of the memory a VM's VMM gets besides its guest's RAM (64 MiB: its VSpace, table
@@ -160,6 +167,8 @@ pub struct Task {
     /// The core its first thread runs on (a VMM runs on its VM's first core, so that
     /// the exits of vCPU 0 stay on one core).
     pub core: u32,
+    /// Times the kernel starts it again after it ends by a fault (a VM's `restart`).
+    pub restarts: u32,
 }
 
 /// A checked system description.
@@ -320,6 +329,7 @@ fn check_task(raw: RawTask) -> Result<Task> {
         arg,
         memory: [0, 0],
         core: 0,
+        restarts: 0,
     })
 }
 
@@ -366,11 +376,16 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
         if rv.name.is_empty() || rv.name.len() > 16 || !rv.name.chars().all(valid_name_char) {
             bail!("{file}: {label}: a VM name is 1 to 16 ASCII letters, digits, `-`, `_`, `.`");
         }
+        let restart = rv.restart.unwrap_or(0);
+        if !(0..=MAX_RESTARTS as i64).contains(&restart) {
+            bail!("{file}: {label}: restart = {restart}: must be 0 to {MAX_RESTARTS}");
+        }
         vms.push(Vm {
             name: rv.name,
             vcpus: vcpus as u64,
             cmdline,
             kernel,
+            restart: restart as u32,
         });
     }
     // Every VM gets a VMM task of its own, with the VM's name, started at boot with its
@@ -404,6 +419,7 @@ pub fn parse(path: &Path, text: &str) -> Result<System> {
             task.arg |= (i as u64) << 32;
             task.memory = [bulkhead_sys::vm_layout::RAM_BITS, VMM_EXTRA_BITS];
             task.core = vms[..i].iter().map(|v| v.vcpus as u32).sum();
+            task.restarts = vms[i].restart;
         }
         if let Some(first) = seen.insert(task.name.clone(), i + 1) {
             bail!("{file}: {label}: duplicate name (task #{first} has it too)");
@@ -692,6 +708,22 @@ mod tests {
             "{e}"
         );
         assert!(err(&vm("guest:")).contains("unknown guest ``"));
+    }
+
+    #[test]
+    fn vm_restarts() {
+        let vm = |n: i64| format!("[[vm]]\nname = \"v\"\nrestart = {n}\n");
+        let s = parse(Path::new("t.toml"), "[[vm]]\nname = \"v\"\n").unwrap();
+        assert_eq!((s.vms[0].restart, s.tasks[0].restarts), (0, 0));
+        let s = parse(Path::new("t.toml"), &vm(3)).unwrap();
+        assert_eq!((s.vms[0].restart, s.tasks[0].restarts), (3, 3));
+        for bad in [-1, 256] {
+            let e = err(&vm(bad));
+            assert!(
+                e.contains(&format!("[[vm]] `v`: restart = {bad}: must be 0 to 255")),
+                "{e}"
+            );
+        }
     }
 
     const TWO: &str = "[[task]]\nname = \"ta\"\nbinary = \"init\"\n\

@@ -862,6 +862,23 @@ fn stop_all(vm: &mut Vm) {
     }
 }
 
+/// Writes `n` into the `bulkhead.boot=NNNN` word of the guest's command line in its
+/// device tree in guest RAM (how the guest learns how often its VM booted before).
+pub fn write_boot_count(vm: &Vm, b: &Boot, n: u64) -> Result<(), Error> {
+    const WORD: &[u8] = b"bulkhead.boot=";
+    if let Some(at) = b.dtb.windows(WORD.len()).position(|w| w == WORD) {
+        let n = n.min(9999);
+        let digits = [
+            b'0' + (n / 1000) as u8,
+            b'0' + (n / 100 % 10) as u8,
+            b'0' + (n / 10 % 10) as u8,
+            b'0' + (n % 10) as u8,
+        ];
+        copy_in(vm, b.dtb_at + (at + WORD.len()) as u64, &digits)?;
+    }
+    Ok(())
+}
+
 /// PSCI SYSTEM_RESET: the VM starts again from its images with new kernel objects (its
 /// vCPUs are stopped, its VSpace, TCBs and VCPUs destroyed and made again, the kernel's
 /// accounting checked, the devices reset); a VM without images (a test guest) is powered
@@ -889,18 +906,7 @@ fn reset(vm: &mut Vm) -> After {
         copy_in(vm, b.image_at, b.image)?;
         copy_in(vm, b.initrd_at, b.initrd)?;
         copy_in(vm, b.dtb_at, b.dtb)?;
-        // The guest learns its boot count from `bulkhead.boot=NNNN` on its command line.
-        const WORD: &[u8] = b"bulkhead.boot=";
-        if let Some(at) = b.dtb.windows(WORD.len()).position(|w| w == WORD) {
-            let n = vm.resets.min(9999);
-            let digits = [
-                b'0' + (n / 1000) as u8,
-                b'0' + (n / 100 % 10) as u8,
-                b'0' + (n / 10 % 10) as u8,
-                b'0' + (n % 10) as u8,
-            ];
-            copy_in(vm, b.dtb_at + (at + WORD.len()) as u64, &digits)?;
-        }
+        write_boot_count(vm, &b, vm.resets)?;
         Ok(())
     };
     if go().is_err() || start(vm, 0, b.entry, b.dtb_at).is_err() {
