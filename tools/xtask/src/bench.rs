@@ -188,11 +188,11 @@ const ROWS: &[Row] = &[
             "one-way Send, 0 words, to a higher-priority thread blocked in Recv (sender's read before the Send to the receiver's after its Recv returns)",
         )
     },
-    placeholder(
+    row(
         "ipc",
-        "ipc-call-0-other-vspace",
+        "ipc-roundtrip-4-other-vspace",
         "instructions",
-        "one-way Call and ReplyRecv to a server in another address space (needs a second EL0 address space holding the server's code, which the benchmark task cannot build yet)",
+        "the 4-word round trip with the server in an address space of its own (a VSpace object: every switch loads the other stage-2), same core",
     ),
     row(
         "stage2",

@@ -33,6 +33,17 @@ const ONE_WAY: u64 = FREE + 2;
 /// Endpoint and thread of the Send benchmark.
 const SEND_EP: u64 = FREE + 6;
 const RECEIVER: u64 = FREE + 7;
+/// The other-address-space server: its endpoint, thread, VSpace, table pool and code
+/// frame.
+const FAR_EP: u64 = FREE + 8;
+const FAR_TCB: u64 = FREE + 9;
+const FAR_VS: u64 = FREE + 10;
+const FAR_POOL: u64 = FREE + 11;
+const FAR_CODE: u64 = FREE + 12;
+/// Where the code frame lies in the server's space, and where this task sees it to
+/// write it.
+const FAR_PC: u64 = 0x1000_0000;
+const FAR_WINDOW: u64 = 0x3000_0000;
 const ROUNDS: u64 = 1000;
 
 /// Samples kept for each one-way figure (the median is printed).
@@ -203,16 +214,85 @@ fn spawn(
         && t(invocation::TCB_RESUME, [0; 4]).is_ok()
 }
 
+/// The other-address-space server, machine code (it needs no stack and no memory): answer
+/// every message with itself, forever. `movz x0, #FAR_EP; movz x7, #ReplyRecv; svc #0;
+/// b` back to the first instruction (a ReplyRecv with no caller only receives).
+fn far_server_code() -> [u32; 4] {
+    const MOVZ_X: u32 = 0xd280_0000;
+    [
+        MOVZ_X | (FAR_EP as u32) << 5,
+        MOVZ_X | (Syscall::ReplyRecv as u32) << 5 | 7,
+        0xd400_0001,
+        0x17ff_fffd,
+    ]
+}
+
+/// Starts the server of [`far_server_code`] in an address space of its own (a VSpace
+/// with a table pool, the code frame mapped there read-execute), at `priority`.
+fn spawn_far(ut: u64, priority: u64) -> bool {
+    let inv = |slot: u64, label, mr| call(slot, MessageInfo::new(label, 4), mr);
+    let made = make(ut, ObjectType::Endpoint, 0, FAR_EP).is_ok()
+        && make(ut, ObjectType::VSpace, 0, FAR_VS).is_ok()
+        && make(ut, ObjectType::TablePool, 14, FAR_POOL).is_ok()
+        && make(ut, ObjectType::Frame4K, 0, FAR_CODE).is_ok()
+        && make(ut, ObjectType::Tcb, 0, FAR_TCB).is_ok()
+        && inv(FAR_VS, invocation::VSPACE_CONFIGURE, [FAR_POOL, 0, 0, 0]).is_ok()
+        && inv(
+            FAR_CODE,
+            invocation::FRAME_MAP,
+            [
+                invocation::SELF_SPACE,
+                FAR_WINDOW,
+                bulkhead_sys::map_rights::READ | bulkhead_sys::map_rights::WRITE,
+                0,
+            ],
+        )
+        .is_ok();
+    if !made {
+        return false;
+    }
+    for (i, word) in far_server_code().into_iter().enumerate() {
+        let at = FAR_WINDOW + 4 * i as u64;
+        // SAFETY: the code frame, mapped read-write here just above; nothing else uses it
+        // yet. No cache maintenance follows: EL0 may not clean or invalidate caches here
+        // (SCTLR_EL1.UCI is clear), and QEMU's caches are coherent. On hardware without
+        // CTR_EL0.IDC/DIC, code written this way would need the kernel to clean it to the
+        // point of unification first (no invocation does that yet).
+        unsafe { core::ptr::write_volatile(at as *mut u32, word) };
+    }
+    let t = |label, mr| inv(FAR_TCB, label, mr);
+    inv(
+        FAR_CODE,
+        invocation::FRAME_MAP,
+        [
+            FAR_VS,
+            FAR_PC,
+            bulkhead_sys::map_rights::READ | bulkhead_sys::map_rights::EXEC,
+            0,
+        ],
+    )
+    .is_ok()
+        && t(invocation::TCB_CONFIGURE, [ROOT, priority, 0, 0]).is_ok()
+        && t(invocation::TCB_SET_SPACE, [FAR_VS, 0, 0, 0]).is_ok()
+        && t(invocation::TCB_WRITE_REGISTERS, [FAR_PC, 0, 0, 0]).is_ok()
+        && t(invocation::TCB_RESUME, [0; 4]).is_ok()
+}
+
 /// Instructions for `ROUNDS` Call/ReplyRecv round trips of `length` message registers,
 /// less the empty loop's.
 fn measure(length: u64) -> u64 {
+    measure_on(EP, length)
+}
+
+/// As [`measure`], with the server on endpoint `ep`.
+fn measure_on(ep: u64, length: u64) -> u64 {
     let msg = Msg {
         info: MessageInfo::new(1, length).0,
         mr: [1, 2, 3, 4],
         badge: 0,
     };
     for _ in 0..10 {
-        let _ = ipc(Syscall::Call, EP, &msg);
+        let _ = ipc(Syscall::Call, ep, &msg);
     }
     let t0 = cycles();
     for _ in 0..ROUNDS {
@@ -221,7 +301,7 @@ fn measure(length: u64) -> u64 {
     let empty = cycles() - t0;
     let t1 = cycles();
     for _ in 0..ROUNDS {
-        let _ = ipc(Syscall::Call, EP, core::hint::black_box(&msg));
+        let _ = ipc(Syscall::Call, ep, core::hint::black_box(&msg));
     }
     (cycles() - t1).saturating_sub(empty)
 }
@@ -329,6 +409,7 @@ pub fn run() -> u64 {
         ok = ok && spawn(ut, ep, ep + 1, 1 + v, 254, one_way_server, v as u64);
     }
     ok = ok && spawn(ut, SEND_EP, RECEIVER, THREADS - 1, 255, receiver, 0);
+    ok = ok && spawn_far(ut, 255);
     if !ok {
         defmt::error!("bench: could not start the server threads");
         return 1;
@@ -350,6 +431,25 @@ pub fn run() -> u64 {
         let total = measure(length);
         defmt::info!("BENCH {=str} {=u64}", name, total / ROUNDS);
     }
+    // The same round trip with the server in an address space of its own: every switch
+    // loads the other stage-2 (VTTBR_EL2).
+    let (e, echo) = ipc(
+        Syscall::Call,
+        FAR_EP,
+        &Msg {
+            info: MessageInfo::new(1, 4).0,
+            mr: [5, 6, 7, 8],
+            badge: 0,
+        },
+    );
+    if e != 0 || echo.mr != [5, 6, 7, 8] {
+        defmt::error!("bench: the other-address-space server did not echo the message");
+        return 1;
+    }
+    defmt::info!(
+        "BENCH ipc-roundtrip-4-other-vspace {=u64}",
+        measure_on(FAR_EP, 4) / ROUNDS
+    );
     let overhead = overhead();
     let mut good = report("ipc-overhead", Some(overhead));
     for (v, &(_, call_name, reply_name)) in VARIANTS.iter().enumerate() {
